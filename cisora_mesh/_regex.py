@@ -1,0 +1,78 @@
+"""Linear-time regular expressions (RE2) and a one-pass multi-pattern matcher.
+
+Every pattern the pipeline runs, built-in or user-supplied, goes through RE2: its automata run in time linear in
+the input, so no pattern (`(a+)+$`, `(x+x+)+y`, ...) can hang a worker. Backreferences and lookaround are not
+supported and are rejected when a pattern is saved, with RE2's own message.
+
+`PatternSet` compiles many patterns into one `re2.Set`: a single DFA pass over the text says which patterns match
+at all (clean text, the common case, costs one pass), and only those are re-run to find their spans.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Final
+
+import re2
+
+from cisora_mesh.errors import PatternError
+
+MAX_PATTERN_LENGTH: Final = 1024
+# RE2 compiles to a bounded automaton; this caps the memory one pattern (or one set) may use.
+_MAX_MEM: Final = 64 << 20
+
+
+def _options() -> re2.Options:
+    options = re2.Options()
+    options.log_errors = False  # RE2 would otherwise print parse errors (user input) to stderr
+    options.max_mem = _MAX_MEM
+    return options
+
+
+def compile_linear(pattern: str, *, name: str = "pattern") -> re2._Regexp:
+    """Compile `pattern` with RE2 or raise `PatternError` naming the pattern and the reason."""
+    if not isinstance(pattern, str) or not pattern:
+        raise PatternError(f"{name}: regex must be a non-empty string")
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        raise PatternError(f"{name}: regex is {len(pattern)} characters long (limit {MAX_PATTERN_LENGTH})")
+    try:
+        compiled = re2.compile(pattern, _options())
+    except re2.error as exc:
+        reason = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise PatternError(f"{name}: invalid regex: {reason}") from None
+    if compiled.search("") is not None:
+        raise PatternError(f"{name}: regex matches the empty string, which would flag every text")
+    return compiled
+
+
+class PatternSet:
+    """Many patterns matched in (close to) one pass.
+
+    Patterns are identified by their position in `patterns`. `find(text)` yields `(index, start, end)` for every
+    non-overlapping match of every pattern, in pattern order, with character offsets.
+    """
+
+    def __init__(self, patterns: Sequence[str], *, names: Sequence[str] | None = None) -> None:
+        self._names = list(names) if names is not None else [f"pattern {i}" for i in range(len(patterns))]
+        self._compiled = [compile_linear(p, name=n) for p, n in zip(patterns, self._names, strict=True)]
+        self._set = re2.Set.SearchSet(_options())
+        for pattern in patterns:
+            self._set.Add(pattern)
+        if patterns and not self._set.Compile():
+            raise PatternError("pattern set exceeds the regex memory budget")
+        self._empty = not patterns
+
+    def __len__(self) -> int:
+        return len(self._compiled)
+
+    def matching(self, text: str) -> list[int]:
+        """Indices of the patterns that match somewhere in `text` (one DFA pass)."""
+        if self._empty:
+            return []
+        hits = self._set.Match(text)
+        return sorted(hits) if hits else []
+
+    def find(self, text: str) -> Iterator[tuple[int, int, int]]:
+        for index in self.matching(text):
+            for match in self._compiled[index].finditer(text):
+                yield index, match.start(), match.end()

@@ -1,0 +1,1 @@
+"""The shared detection pipeline: normalisation, injection signatures, output DLP, scoring."""

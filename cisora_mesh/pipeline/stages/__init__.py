@@ -1,0 +1,1 @@
+"""Detection stages, one per module."""
