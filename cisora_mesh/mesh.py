@@ -1,0 +1,133 @@
+"""`Mesh`: the one entry point every path calls.
+
+    decision = mesh.evaluate(event)          # inline stages, sub-millisecond
+    decision = await mesh.aevaluate(event)   # the same, from async code; async stages follow in the background
+
+The decision is appended to the audit sink (when one is configured) *before* it is returned, so a caller that
+enforces it can never act on a decision that was not recorded.
+
+Async stages (ML classifiers, embedding DLP) implement `AsyncStage`. With `full=True` they run before the decision
+is made (scans and evaluations); otherwise the inline decision is returned at once and they run afterwards: if one
+of them escalates the verdict, a follow-up decision (`stages="full"`) is audited and handed to the
+`on_escalation` callback, which is how a streamed response is retroactively blocked and an incident raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Protocol, runtime_checkable
+
+import anyio.to_thread
+
+from cisora_mesh.config import MeshConfig, TenantPolicy
+from cisora_mesh.events import Decision, Event
+from cisora_mesh.pipeline.base import ScanContext, Stage
+from cisora_mesh.pipeline.runner import Pipeline, decide, run_stages
+from cisora_mesh.pipeline.stages.dlp import DlpStage
+from cisora_mesh.pipeline.stages.normalize import NormalizeStage
+from cisora_mesh.pipeline.stages.signatures import SignatureStage
+
+logger = logging.getLogger("cisora_mesh")
+
+
+@runtime_checkable
+class AuditSink(Protocol):
+    """Where decisions are recorded. `append_decision` returns only once the record is durable."""
+
+    def append_decision(self, decision: Decision, event: Event) -> int: ...
+
+
+@runtime_checkable
+class AsyncStage(Protocol):
+    """A slower detector (model inference). Runs off the caller's path; must be thread-safe."""
+
+    name: str
+
+    def run(self, ctx: ScanContext) -> None: ...
+
+
+def default_stages() -> list[Stage]:
+    """The inline stages, in order: normalisation first (everything else reads its output)."""
+    return [NormalizeStage(), SignatureStage(), DlpStage()]
+
+
+class Mesh:
+    """Evaluates events through the detection pipeline and records every decision."""
+
+    def __init__(
+        self,
+        config: MeshConfig | None = None,
+        *,
+        audit: AuditSink | None = None,
+        stages: Sequence[Stage] | None = None,
+        async_stages: Sequence[AsyncStage] = (),
+        on_escalation: Callable[[Decision], None] | None = None,
+    ) -> None:
+        self.config = config or MeshConfig()
+        self.audit = audit
+        self.pipeline = Pipeline(stages if stages is not None else default_stages())
+        self.async_stages: tuple[AsyncStage, ...] = tuple(async_stages)
+        self.on_escalation = on_escalation
+        self._policies: dict[str, TenantPolicy] = {}
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+
+    def policy_for(self, tenant: str) -> TenantPolicy:
+        policy = self._policies.get(tenant)
+        if policy is None:
+            with self._lock:
+                policy = self._policies.get(tenant)
+                if policy is None:
+                    policy = self.config.tenant_policy(tenant)
+                    self._policies[tenant] = policy
+        return policy
+
+    def evaluate(self, event: Event, *, full: bool = False) -> Decision:
+        """Evaluate `event` and return its (audited) decision.
+
+        With `full=True` the async stages run synchronously before deciding; otherwise they are scheduled in the
+        background after the inline decision has been recorded.
+        """
+        policy = self.policy_for(event.subject.tenant)
+        ctx, timings = self.pipeline.run(event, policy, full=full)
+        if full and self.async_stages:
+            timings.extend(run_stages(self.async_stages, ctx))
+        decision = decide(ctx, timings, stages="full" if full else "inline")
+        self._record(decision, event)
+        if not full and self.async_stages:
+            self._schedule(ctx, decision, event)
+        return decision
+
+    async def aevaluate(self, event: Event, *, full: bool = False) -> Decision:
+        """`evaluate` for async callers. Full evaluations run in a worker thread so the event loop stays free."""
+        if full and self.async_stages:
+            return await anyio.to_thread.run_sync(lambda: self.evaluate(event, full=True))
+        return self.evaluate(event)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def _record(self, decision: Decision, event: Event) -> None:
+        if self.audit is not None:
+            self.audit.append_decision(decision, event)
+
+    def _schedule(self, ctx: ScanContext, inline: Decision, event: Event) -> Future[None]:
+        if self._executor is None:
+            with self._lock:
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cisora-async")
+        return self._executor.submit(self._follow_up, ctx, inline, event)
+
+    def _follow_up(self, ctx: ScanContext, inline: Decision, event: Event) -> None:
+        timings = list(inline.timings) + run_stages(self.async_stages, ctx)
+        follow_up = decide(ctx, timings, stages="full")
+        if follow_up.verdict.rank <= inline.verdict.rank:
+            return
+        self._record(follow_up, event)
+        if self.on_escalation is not None:
+            self.on_escalation(follow_up)
