@@ -26,9 +26,6 @@ from cisora_mesh.config import MeshConfig, TenantPolicy
 from cisora_mesh.events import Decision, Event
 from cisora_mesh.pipeline.base import ScanContext, Stage
 from cisora_mesh.pipeline.runner import Pipeline, decide, run_stages
-from cisora_mesh.pipeline.stages.dlp import DlpStage
-from cisora_mesh.pipeline.stages.normalize import NormalizeStage
-from cisora_mesh.pipeline.stages.signatures import SignatureStage
 
 logger = logging.getLogger("cisora_mesh")
 
@@ -51,6 +48,10 @@ class AsyncStage(Protocol):
 
 def default_stages() -> list[Stage]:
     """The inline stages, in order: normalisation first (everything else reads its output)."""
+    from cisora_mesh.pipeline.stages.dlp import DlpStage
+    from cisora_mesh.pipeline.stages.normalize import NormalizeStage
+    from cisora_mesh.pipeline.stages.signatures import SignatureStage
+
     return [NormalizeStage(), SignatureStage(), DlpStage()]
 
 

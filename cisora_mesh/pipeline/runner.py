@@ -21,7 +21,6 @@ from typing import Final
 from cisora_mesh.config import FailMode, TenantPolicy
 from cisora_mesh.events import Decision, Event, Finding, Rewrite, Severity, StageTiming, Verdict
 from cisora_mesh.pipeline.base import ScanContext, Stage
-from cisora_mesh.pipeline.redaction import redact
 
 logger = logging.getLogger("cisora_mesh.pipeline")
 
@@ -93,6 +92,8 @@ def decide(ctx: ScanContext, timings: Sequence[StageTiming], *, stages: str = "i
 
 
 def _rewrites(ctx: ScanContext) -> tuple[Rewrite, ...]:
+    from cisora_mesh.pipeline.redaction import redact
+
     spans: dict[str, list[tuple[int, int, str]]] = {}
     for finding in ctx.findings:
         if finding.action is Verdict.REDACT and finding.start is not None and finding.end is not None:
