@@ -42,6 +42,8 @@ _TAG_FIRST: Final = 0xE0000
 _TAG_LAST: Final = 0xE007F
 _CANCEL_TAG: Final = 0xE007F
 _BLACK_FLAG: Final = "\U0001f3f4"
+# Findings of one kind closer than this many characters are reported as one span (one obfuscated word, say).
+_MERGE_GAP: Final = 4
 
 # Letters that look like ASCII letters (a curated subset of Unicode's confusables.txt for Cyrillic, Greek and
 # a few Latin lookalikes; NFKC already handles fullwidth and mathematical forms).
@@ -119,6 +121,7 @@ class NormalizeStage:
         text = content.text
         parts: list[str] = []
         offsets: array[int] = array("i")
+        first_derived = len(ctx.texts)
         pos = 0
         for match in _SPECIAL.finditer(text):
             start, end = match.span()
@@ -134,7 +137,8 @@ class NormalizeStage:
             parts.append(text[pos:])
             offsets.extend(range(pos, len(text)))
         offsets.append(len(text))  # sentinel so an end offset at the end of the text maps too
-        ctx.texts.append(ScanText(content=content, match_text="".join(parts), offsets=offsets))
+        # The content itself goes before the texts derived from it while folding.
+        ctx.texts.insert(first_derived, ScanText(content=content, match_text="".join(parts), offsets=offsets))
 
     def _fold_run(
         self, ctx: ScanContext, content: Content, start: int, end: int, parts: list[str], offsets: array[int]
@@ -217,7 +221,7 @@ class NormalizeStage:
             and last.rule_id == rule_id
             and last.location == content.location
             and last.end is not None
-            and last.end >= start - 1
+            and start - last.end <= _MERGE_GAP
         ):
             ctx.findings[-1] = Finding(
                 detector=DETECTOR, rule_id=rule_id, category="hidden_content", severity=severity,
