@@ -56,11 +56,15 @@ class PatternSet:
         self._names = list(names) if names is not None else [f"pattern {i}" for i in range(len(patterns))]
         self._compiled = [compile_linear(p, name=n) for p, n in zip(patterns, self._names, strict=True)]
         self._set = re2.Set.SearchSet(_options())
+        self._empty = not patterns
+        if self._empty:
+            return
         for pattern in patterns:
             self._set.Add(pattern)
-        if patterns and not self._set.Compile():
-            raise PatternError("pattern set exceeds the regex memory budget")
-        self._empty = not patterns
+        try:
+            self._set.Compile()
+        except re2.error:
+            raise PatternError("the patterns together exceed the regex memory budget") from None
 
     def __len__(self) -> int:
         return len(self._compiled)
