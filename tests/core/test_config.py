@@ -87,7 +87,7 @@ def test_invalid_config_names_the_problem(tmp_path: Path, body: str, message: st
     ],
 )
 def test_custom_regex_is_validated_at_save_time(tmp_path: Path, regex: str, reason: str) -> None:
-    body = f'[[detection.dlp.custom_patterns]]\nname = "p1"\nregex = '''{regex}'''\n'
+    body = f"[[detection.dlp.custom_patterns]]\nname = 'p1'\nregex = '''{regex}'''\n"
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, body))
     assert reason in str(info.value)
