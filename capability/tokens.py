@@ -96,7 +96,9 @@ def decode_jws(text: str, payload_type: type[_T], typ: str) -> tuple[Header, _T,
         )
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise DecodeError("malformed") from exc
-    if header.typ != typ or len(sig) != 64:
+    if len(sig) != 64:
+        raise DecodeError("malformed")
+    if header.typ != typ:
         raise DecodeError("header")
     return header, payload, hb, pb, f"{parts[0]}.{parts[1]}".encode("ascii"), sig
 

@@ -21,11 +21,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final
 
+from capability._b64 import b64d
 from capability._reasons import Reason
 from capability.budget import BudgetStore, MemoryBudgetStore
 from capability.chain import MAX_CHAIN_BYTES, MAX_DEPTH, narrower
 from capability.errors import CanonicalizationError, CapabilityUsageError, InvalidCapability
-from capability.keys import KeySet, PublicKey
+from capability.keys import KeySet, PublicKey, key_id
 from capability.model import POP_TYP, AuditEvent, Capability, Grant
 from capability.pop import MAX_POP_BYTES, PopClaims, args_digest
 from capability.replay import MemoryReplayCache, ReplayCache
@@ -140,7 +141,7 @@ class Verifier:
         return grant
 
     def _emit(self, outcome: str, reason: Reason, now: float, res: object, act: object, links: list[Link]) -> None:
-        holder = PublicKey.from_b64(links[-1].claims.sub).kid if links else None
+        holder = links[-1].claims.sub if links else None
         if outcome == "deny":
             _log.info("capability denied: reason=%s jti=%s", reason.value, links[-1].claims.jti if links else None)
         if self.audit is None:
@@ -209,11 +210,7 @@ class Verifier:
                 parent = links[i - 1]
                 if c.prf != parent.digest:
                     raise _Deny(Reason.BROKEN_CHAIN)
-                try:
-                    parent_kid = PublicKey.from_b64(parent.claims.sub).kid
-                except CapabilityUsageError:
-                    raise _Deny(Reason.MALFORMED) from None
-                if c.iss != parent_kid:
+                if c.iss != key_id(b64d(parent.claims.sub)):
                     raise _Deny(Reason.KID_MISMATCH)
         if revoked:
             raise _Deny(Reason.REVOKED)
@@ -322,7 +319,7 @@ class Verifier:
             action=action,
             capability=matched[-1],
             matched=tuple(matched),
-            holder=PublicKey.from_b64(leaf.sub).kid,
+            holder=key_id(b64d(leaf.sub)),
             issuer=root.iss,
             audience=leaf.aud,
             jti=leaf.jti,
