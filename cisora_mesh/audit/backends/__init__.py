@@ -1,0 +1,1 @@
+"""Storage backends for the audit log (SQLite by default, PostgreSQL for many replicas)."""

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from audit_testutil import TAMPER_CASES, TamperCase, check_detected, fill
+
+from cisora_mesh.audit import open_store
+
+
+class SqliteRaw:
+    def __init__(self, path: Path) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None)
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return self.conn.execute(sql, params).fetchall()
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        self.conn.execute(sql, params)
+
+
+@pytest.mark.parametrize("case", TAMPER_CASES, ids=lambda c: c.name)
+def test_tampering_a_real_sqlite_file_is_detected(tmp_path: Path, case: TamperCase) -> None:
+    with open_store(None, data_dir=tmp_path, checkpoint_every=10) as store:
+        fill(store)
+    raw = SqliteRaw(tmp_path / "audit.db")
+    try:
+        with open_store(None, data_dir=tmp_path, checkpoint_every=10) as store:
+            case.apply(raw, store)
+    finally:
+        raw.conn.close()
+    # Reopen from the file, as an auditor would.
+    with open_store(None, data_dir=tmp_path, checkpoint_every=10, create=False) as store:
+        check_detected(store, case)
