@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from _cap_support import AUD, NOW, RES, World, leaf_caps, link_header, payload_of, root_caps, sign_raw
+from _cap_support import AUD, NOW, RES, World, link_header, payload_of, root_caps, sign_raw
 
 from capability import (
     InvalidCapability,
@@ -698,7 +698,8 @@ def test_reason_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
         v.verify(w.root(ttl=5), resource=RES, action="call", now=NOW + 10, args={}, pop="x")
     assert "expired" not in str(info.value)
     assert any("reason=expired" in r.getMessage() for r in caplog.records)
-    assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert info.value.__cause__ is None
+    assert info.value.__suppress_context__
 
 
 def test_attenuate_refuses_widening_up_front() -> None:

@@ -51,7 +51,8 @@ def test_chain_verifies_and_returns_narrowest_grant(depth: int) -> None:
     assert len(grant.chain) == len(grant.matched) == depth
     assert grant.budget == 10
     assert grant.capability == (leaf_caps()[0] if depth > 1 else grant.matched[0])
-    assert w.events[-1].outcome == "allow" and w.events[-1].reason == "ok"
+    assert w.events[-1].outcome == "allow"
+    assert w.events[-1].reason == "ok"
 
 
 def test_warm_path_uses_link_cache_and_still_checks_time_and_revocation() -> None:
@@ -261,7 +262,8 @@ def test_scopes() -> None:
 
 def test_keys_and_kid() -> None:
     k = SigningKey.generate()
-    assert key_id(k.public.raw) == k.kid and len(k.kid) == 43
+    assert key_id(k.public.raw) == k.kid
+    assert len(k.kid) == 43
     assert SigningKey.from_jwk(k.to_jwk()).kid == k.kid
     assert PublicKey.from_jwk(k.public.to_jwk()) == k.public
     assert k.to_jwk()["d"] not in repr(k)
@@ -288,7 +290,8 @@ def test_key_rotation_window() -> None:
     fresh = issue(new, holder=w.keys[0].public, audience=AUD, capabilities=leaf_caps(), now=NOW + 5)
     v.verify(fresh, resource=RES, action="call", args=ARGS, now=NOW + 6, pop=w.pop(w.keys[0], fresh, now=NOW + 6))
     trust.remove(new.kid)
-    assert new.kid not in trust and len(trust) == 1
+    assert new.kid not in trust
+    assert len(trust) == 1
 
 
 def test_signed_revocation_list_roundtrip_and_tamper() -> None:
@@ -297,7 +300,10 @@ def test_signed_revocation_list_roundtrip_and_tamper() -> None:
     rl.revoke("c")
     text = rl.export(w.anchor, now=NOW)
     loaded = RevocationList.load(text, w.trust, min_seq=1)
-    assert loaded.is_revoked("a") and loaded.is_revoked("c") and len(loaded) == 3 and loaded.seq == 1
+    assert loaded.is_revoked("a")
+    assert loaded.is_revoked("c")
+    assert len(loaded) == 3
+    assert loaded.seq == 1
     h, p, s = text.split(".")
     body = json.loads(b64d(p))
     forged = f"{h}.{b64e(json.dumps({**body, 'jtis': []}, separators=(',', ':'), sort_keys=True).encode())}.{s}"
