@@ -38,6 +38,10 @@ _ZERO_WIDTH: Final = frozenset("\u200b\u200c\u200d\u2060\ufeff\u180e\u00ad\u034f
 _INVISIBLE_FILLERS: Final = frozenset("\u115f\u1160\u3164\uffa0\u17b4\u17b5")
 _BIDI_CONTROLS: Final = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _BIDI_MARKS: Final = frozenset("\u200e\u200f\u061c")  # LRM/RLM/ALM: normal in right-to-left text, not reported
+# Any character the careful loop must look at one by one.
+_HIDDEN: Final = re.compile(
+    "[" + "".join(sorted(_ZERO_WIDTH | _INVISIBLE_FILLERS | _BIDI_CONTROLS | _BIDI_MARKS)) + "\U000e0000-\U000e007f]"
+)
 _TAG_FIRST: Final = 0xE0000
 _TAG_LAST: Final = 0xE007F
 _CANCEL_TAG: Final = 0xE007F
@@ -144,6 +148,20 @@ class NormalizeStage:
         self, ctx: ScanContext, content: Content, start: int, end: int, parts: list[str], offsets: array[int]
     ) -> None:
         text = content.text
+        run = text[start:end]
+        if _HIDDEN.search(run) is None:
+            # Common case (accented or non-Latin prose): fold character by character through the cache; when no
+            # character changes length the offsets are a plain range.
+            cache = _FOLD_CACHE
+            folded = [cache.get(c) or fold_char(c) for c in run]
+            joined = "".join(folded)
+            parts.append(joined)
+            if len(joined) == len(run):
+                offsets.extend(range(start, end))
+            else:
+                for i, piece in enumerate(folded, start):
+                    offsets.extend([i] * len(piece))
+            return
         i = start
         while i < end:
             char = text[i]
