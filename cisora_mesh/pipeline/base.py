@@ -7,7 +7,7 @@ raises. The normalisation stage runs first and fills `ctx.texts`; every later st
 
 from __future__ import annotations
 
-from array import array
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -23,14 +23,14 @@ class ScanText:
     """A content prepared for matching.
 
     `match_text` is what detectors search: NFKC-normalised, confusables folded to ASCII, invisible characters and
-    ANSI escapes removed. `offsets[i]` is the index in `content.text` of `match_text[i]` (with one extra entry for
-    the end), or `None` when both are identical (the ASCII fast path). Text decoded from Unicode tag characters is
-    its own `ScanText` whose offsets all point into the tag run it came from.
+    ANSI escapes removed. `offsets` maps it back to `content.text` as piecewise-contiguous segments (see
+    `OffsetMap`), or is `None` when both texts are identical (the ASCII fast path). Text decoded from Unicode tag
+    characters is its own `ScanText` whose offsets point into the tag run it came from.
     """
 
     content: Content
     match_text: str
-    offsets: array[int] | None = None
+    offsets: OffsetMap | None = None
     derived: str | None = None  # how this text was derived ("unicode_tags", ...), None for the content itself
 
     @property
@@ -46,8 +46,56 @@ class ScanText:
         if self.offsets is None:
             return start, end
         if end <= start:
-            return self.offsets[start], self.offsets[start]
-        return self.offsets[start], self.offsets[end - 1] + 1
+            position = self.offsets.original(start)
+            return position, position
+        return self.offsets.original(start), self.offsets.original(end - 1) + 1
+
+
+class OffsetMap:
+    """Maps positions of a derived text back to its source, recorded as it is built.
+
+    The derived text is a sequence of segments; inside a segment, consecutive characters come from consecutive
+    source characters. A new segment starts only where that stops being true (a character was removed, or one
+    source character became several), so copying long unchanged runs costs nothing per character.
+    """
+
+    __slots__ = ("_next_source", "_segment_sources", "_segment_starts", "length")
+
+    def __init__(self) -> None:
+        self._segment_starts: list[int] = [0]
+        self._segment_sources: list[int] = [0]
+        self._next_source = 0
+        self.length = 0
+
+    def _start_segment(self, source: int) -> None:
+        if self._segment_starts[-1] == self.length:
+            self._segment_sources[-1] = source  # an empty segment: replace it
+        else:
+            self._segment_starts.append(self.length)
+            self._segment_sources.append(source)
+
+    def copy(self, source: int, count: int) -> None:
+        """`count` characters taken unchanged from `source` onwards."""
+        if count <= 0:
+            return
+        if source != self._next_source:
+            self._start_segment(source)
+        self.length += count
+        self._next_source = source + count
+
+    def piece(self, source: int, text: str) -> None:
+        """`text` produced from the one source character at `source` (may be empty, one or several characters)."""
+        if not text:
+            return
+        self.copy(source, 1)
+        for _ in range(len(text) - 1):
+            self._start_segment(source)  # every extra character maps to the same source character
+            self.length += 1
+            self._next_source = source + 1
+
+    def original(self, position: int) -> int:
+        k = bisect_right(self._segment_starts, position) - 1
+        return self._segment_sources[k] + (position - self._segment_starts[k])
 
 
 @dataclass(slots=True)

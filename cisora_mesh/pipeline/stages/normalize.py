@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from array import array
 from typing import Final
 
 from cisora_mesh.events import Content, ContentKind, Finding, Severity, Verdict
-from cisora_mesh.pipeline.base import ScanContext, ScanText
+from cisora_mesh.pipeline.base import OffsetMap, ScanContext, ScanText
 
 DETECTOR: Final = "hidden_content"
 
@@ -124,14 +123,14 @@ class NormalizeStage:
     def _slow_path(self, ctx: ScanContext, content: Content) -> None:
         text = content.text
         parts: list[str] = []
-        offsets: array[int] = array("i")
+        offsets = OffsetMap()
         first_derived = len(ctx.texts)
         pos = 0
         for match in _SPECIAL.finditer(text):
             start, end = match.span()
             if start > pos:
                 parts.append(text[pos:start])
-                offsets.extend(range(pos, start))
+                offsets.copy(pos, start - pos)
             if text[start] == "\x1b":
                 self._report(ctx, content, "HC-ANSI-001", "ansi_escape", start, end, Severity.MEDIUM)
             else:
@@ -139,13 +138,12 @@ class NormalizeStage:
             pos = end
         if pos < len(text):
             parts.append(text[pos:])
-            offsets.extend(range(pos, len(text)))
-        offsets.append(len(text))  # sentinel so an end offset at the end of the text maps too
+            offsets.copy(pos, len(text) - pos)
         # The content itself goes before the texts derived from it while folding.
         ctx.texts.insert(first_derived, ScanText(content=content, match_text="".join(parts), offsets=offsets))
 
     def _fold_run(
-        self, ctx: ScanContext, content: Content, start: int, end: int, parts: list[str], offsets: array[int]
+        self, ctx: ScanContext, content: Content, start: int, end: int, parts: list[str], offsets: OffsetMap
     ) -> None:
         text = content.text
         run = text[start:end]
@@ -157,10 +155,10 @@ class NormalizeStage:
             joined = "".join(folded)
             parts.append(joined)
             if len(joined) == len(run):
-                offsets.extend(range(start, end))
+                offsets.copy(start, end - start)
             else:
                 for i, piece in enumerate(folded, start):
-                    offsets.extend([i] * len(piece))
+                    offsets.piece(i, piece)
             return
         i = start
         while i < end:
@@ -179,7 +177,7 @@ class NormalizeStage:
                 folded = fold_char(char)
                 if folded:
                     parts.append(folded)
-                    offsets.extend([i] * len(folded))
+                    offsets.piece(i, folded)
             i += 1
 
     def _tag_run(self, ctx: ScanContext, content: Content, start: int, limit: int) -> int:
@@ -198,16 +196,15 @@ class NormalizeStage:
         if is_flag:
             return end
         decoded_chars: list[str] = []
-        decoded_offsets: array[int] = array("i")
+        decoded_offsets = OffsetMap()
         for j, char in enumerate(run):
             value = ord(char) - _TAG_FIRST
             if 0x20 <= value < 0x7F or value in (0x09, 0x0A, 0x0D):
                 decoded_chars.append(chr(value))
-                decoded_offsets.append(start + j)
+                decoded_offsets.piece(start + j, chr(value))
         action = Verdict(ctx.policy.injection.hidden_content_action)
         self._report(ctx, content, "HC-TAG-001", "unicode_tags", start, end, Severity.HIGH, action=action)
         if decoded_chars:
-            decoded_offsets.append(end)
             derived = Content(kind=content.kind, text=content.text, location=content.location)
             ctx.texts.append(
                 ScanText(content=derived, match_text="".join(decoded_chars), offsets=decoded_offsets,
