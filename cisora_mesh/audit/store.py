@@ -151,6 +151,11 @@ class AuditStore:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
+    @property
+    def backend(self) -> Backend:
+        """The storage backend (e.g. for `PostgresBackend.grant_tenant_reader`)."""
+        return self._backend
+
     # --- writing ------------------------------------------------------------------------------------------
 
     def _ensure_writer(self) -> None:

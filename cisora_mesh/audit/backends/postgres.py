@@ -1,0 +1,262 @@
+"""PostgreSQL backend: one log shared by many replicas, tenant rows isolated by row-level security.
+
+Ordering: every write transaction first takes ``SELECT ... FROM head WHERE id = 0 FOR UPDATE``; the row lock
+serialises index assignment across all connections, processes and hosts, so concurrent appenders can never
+leave a gap or fork the log. Batches (the store's group commit) keep the lock hold per record tiny, and rows go
+in with COPY. ``synchronous_commit`` is left at its default (``on``): COMMIT returns after the WAL is flushed,
+which is what lets the store acknowledge a record.
+
+Isolation: every table has ROW LEVEL SECURITY enabled. The owner (the role the store connects as) bypasses it
+and sees everything, which the writer and the verifier need. Any other role sees:
+
+* ``entries``: only rows whose tenant is mapped to ``current_user`` in ``tenant_readers``;
+* ``tenant_readers``: only its own mappings;
+* ``checkpoints``: every row (signed tree heads carry sizes and roots, no tenant data, and a tenant needs them
+  to check an inclusion proof);
+* ``head``, ``meta``: nothing (no policy at all means no rows).
+
+Roles are mapped with `PostgresBackend.grant_tenant_reader`, so the database, not the application, decides
+what a tenant's role can read.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Final
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+from cisora_mesh.audit.backends.base import CheckpointRow, EntryRow, Head
+from cisora_mesh.audit.errors import StoreError
+
+DEFAULT_SCHEMA: Final = "cisora_audit"
+_IDENT: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+_DDL: Final = [
+    "CREATE SCHEMA IF NOT EXISTS {s}",
+    "CREATE TABLE {s}.meta (key text PRIMARY KEY, value text NOT NULL)",
+    """CREATE TABLE {s}.head (
+        id integer PRIMARY KEY CHECK (id = 0),
+        size bigint NOT NULL,
+        last_leaf bytea NOT NULL,
+        compact bytea NOT NULL)""",
+    """CREATE TABLE {s}.entries (
+        idx bigint PRIMARY KEY,
+        tenant text NOT NULL,
+        entry bytea NOT NULL,
+        leaf_hash bytea NOT NULL)""",
+    "CREATE INDEX entries_tenant ON {s}.entries (tenant, idx)",
+    """CREATE TABLE {s}.checkpoints (
+        size bigint NOT NULL,
+        key_id text NOT NULL,
+        root bytea NOT NULL,
+        note text NOT NULL,
+        created_at double precision NOT NULL,
+        PRIMARY KEY (size, key_id))""",
+    "CREATE TABLE {s}.tenant_readers (role_name text NOT NULL, tenant text NOT NULL, PRIMARY KEY (role_name, tenant))",
+    "ALTER TABLE {s}.meta ENABLE ROW LEVEL SECURITY",
+    "ALTER TABLE {s}.head ENABLE ROW LEVEL SECURITY",
+    "ALTER TABLE {s}.entries ENABLE ROW LEVEL SECURITY",
+    "ALTER TABLE {s}.checkpoints ENABLE ROW LEVEL SECURITY",
+    "ALTER TABLE {s}.tenant_readers ENABLE ROW LEVEL SECURITY",
+    """CREATE POLICY tenant_entries ON {s}.entries FOR SELECT USING (
+        EXISTS (SELECT 1 FROM {s}.tenant_readers r WHERE r.role_name = current_user AND r.tenant = entries.tenant))""",
+    "CREATE POLICY own_mappings ON {s}.tenant_readers FOR SELECT USING (role_name = current_user)",
+    "CREATE POLICY signed_heads ON {s}.checkpoints FOR SELECT USING (true)",
+    "INSERT INTO {s}.head (id, size, last_leaf, compact) VALUES (0, 0, '', '')",
+]
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """Remove our ``schema=`` query parameter (libpq would reject it); return (conninfo URL, schema)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = DEFAULT_SCHEMA
+    kept = []
+    for key, value in query:
+        if key == "schema":
+            schema = value
+        else:
+            kept.append((key, value))
+    if not _IDENT.fullmatch(schema):
+        raise StoreError("schema must be a lower-case SQL identifier ([a-z_][a-z0-9_]*)")
+    return urlunsplit(parts._replace(query=urlencode(kept))), schema
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+class _PgTx:
+    def __init__(self, backend: PostgresBackend, conn: psycopg.Connection[Any]) -> None:
+        self._b = backend
+        self._conn = conn
+
+    def head(self) -> Head:
+        row = self._conn.execute(self._b.q("SELECT size, last_leaf, compact FROM {s}.head WHERE id = 0 FOR UPDATE"))
+        got = row.fetchone()
+        if got is None:
+            raise StoreError("audit store has no head row (not initialised)")
+        return Head(int(got[0]), bytes(got[1]), bytes(got[2]))
+
+    def insert_entries(self, rows: Sequence[EntryRow]) -> None:
+        with (
+            self._conn.cursor() as cur,
+            cur.copy(self._b.q("COPY {s}.entries (idx, tenant, entry, leaf_hash) FROM STDIN")) as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
+
+    def insert_checkpoint(self, row: CheckpointRow, created_at: float) -> None:
+        self._conn.execute(
+            self._b.q(
+                "INSERT INTO {s}.checkpoints (size, key_id, root, note, created_at) VALUES (%s, %s, %s, %s, %s)"
+                " ON CONFLICT DO NOTHING"
+            ),
+            (*row, created_at),
+        )
+
+    def set_head(self, head: Head) -> None:
+        self._conn.execute(
+            self._b.q("UPDATE {s}.head SET size = %s, last_leaf = %s, compact = %s WHERE id = 0"),
+            (head.size, head.last_leaf, head.compact),
+        )
+
+
+class PostgresBackend:
+    name = "postgresql"
+
+    def __init__(self, url: str) -> None:
+        self._conninfo, self.schema = split_url(url)
+        self._schema_sql = sql.Identifier(self.schema)
+        self._read_lock = threading.Lock()
+        self._writer = self._connect()
+        try:
+            self._reader = self._connect()
+        except StoreError:
+            self._writer.close()
+            raise
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            # autocommit: transactions are explicit (conn.transaction()), never left open by a read.
+            return psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to the PostgreSQL audit store ({_first_line(exc)})") from None
+
+    def q(self, text: str) -> sql.Composed:
+        return sql.SQL(text).format(s=self._schema_sql)
+
+    def setup(self) -> str:
+        conn = self._writer
+        try:
+            with conn.transaction():
+                # Two processes creating the schema at once would race on the catalogs; a transaction-scoped
+                # advisory lock keyed by the schema name makes creation one-at-a-time.
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("cisora-audit:" + self.schema,))
+                exists = conn.execute("SELECT to_regclass(%s)", (f"{self.schema}.head",)).fetchone()
+                if exists is None or exists[0] is None:
+                    for stmt in _DDL:
+                        conn.execute(self.q(stmt))
+                    conn.execute(
+                        self.q("INSERT INTO {s}.meta (key, value) VALUES ('log_id', %s)"), (str(uuid.uuid4()),)
+                    )
+                row = conn.execute(self.q("SELECT value FROM {s}.meta WHERE key = 'log_id'")).fetchone()
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot initialise the PostgreSQL audit store ({_first_line(exc)})") from None
+        if row is None:
+            raise StoreError("PostgreSQL audit store has no log id")
+        return str(row[0])
+
+    @contextmanager
+    def write(self) -> Iterator[_PgTx]:
+        conn = self._writer
+        if conn.closed or conn.broken:
+            self._writer = conn = self._connect()  # the next batch after a dropped connection reconnects
+        with conn.transaction():
+            yield _PgTx(self, conn)
+
+    def _read(self, query: sql.Composed, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._read_lock:
+            try:
+                if self._reader.closed or self._reader.broken:
+                    self._reader = self._connect()
+                return self._reader.execute(query, params).fetchall()
+            except psycopg.Error as exc:
+                raise StoreError(f"cannot read the PostgreSQL audit store ({_first_line(exc)})") from None
+
+    def head(self) -> Head | None:
+        rows = self._read(self.q("SELECT size, last_leaf, compact FROM {s}.head WHERE id = 0"))
+        if not rows:
+            return None
+        return Head(int(rows[0][0]), bytes(rows[0][1]), bytes(rows[0][2]))
+
+    def iter_entries(self, start: int = 0, stop: int | None = None) -> Iterator[EntryRow]:
+        conn = self._connect()
+        try:
+            # A server-side cursor in one REPEATABLE READ transaction: a consistent snapshot streamed in pages.
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                with conn.cursor(name="cisora_audit_scan") as cur:
+                    cur.itersize = 10_000
+                    if stop is None:
+                        cur.execute(
+                            self.q(
+                                "SELECT idx, tenant, entry, leaf_hash FROM {s}.entries WHERE idx >= %s ORDER BY idx"
+                            ),
+                            (start,),
+                        )
+                    else:
+                        cur.execute(
+                            self.q(
+                                "SELECT idx, tenant, entry, leaf_hash FROM {s}.entries"
+                                " WHERE idx >= %s AND idx < %s ORDER BY idx"
+                            ),
+                            (start, stop),
+                        )
+                    for idx, tenant, entry, lh in cur:
+                        yield int(idx), str(tenant), bytes(entry), bytes(lh)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot read the PostgreSQL audit store ({_first_line(exc)})") from None
+        finally:
+            conn.close()
+
+    def leaf_hashes(self, stop: int) -> list[bytes]:
+        rows = self._read(self.q("SELECT leaf_hash FROM {s}.entries WHERE idx < %s ORDER BY idx"), (stop,))
+        return [bytes(r[0]) for r in rows]
+
+    def checkpoints(self) -> list[CheckpointRow]:
+        rows = self._read(self.q("SELECT size, key_id, root, note FROM {s}.checkpoints ORDER BY size, key_id"))
+        return [(int(s), str(k), bytes(r), str(n)) for s, k, r, n in rows]
+
+    def tail(self, n: int) -> list[EntryRow]:
+        rows = self._read(
+            self.q("SELECT idx, tenant, entry, leaf_hash FROM {s}.entries ORDER BY idx DESC LIMIT %s"), (n,)
+        )
+        return [(int(i), str(t), bytes(e), bytes(h)) for i, t, e, h in reversed(rows)]
+
+    def grant_tenant_reader(self, role: str, tenant: str) -> None:
+        """Let database role ``role`` read ``tenant``'s entries (and nothing of any other tenant)."""
+        conn = self._writer
+        ident = sql.Identifier(role)
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(self._schema_sql, ident))
+                conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(self._schema_sql, ident))
+                conn.execute(
+                    self.q("INSERT INTO {s}.tenant_readers (role_name, tenant) VALUES (%s, %s) ON CONFLICT DO NOTHING"),
+                    (role, tenant),
+                )
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot grant tenant access ({_first_line(exc)})") from None
+
+    def close(self) -> None:
+        self._writer.close()
+        self._reader.close()
