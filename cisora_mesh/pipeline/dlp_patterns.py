@@ -1,0 +1,671 @@
+"""The built-in output-DLP detector table (data only; `stages.dlp.DlpStage` compiles and runs it).
+
+Each entry is written from the provider's published token format (prefix, alphabet, length), in the style of
+detect-secrets / gitleaks: a regex that finds the right *shape* and an optional validator (checksum, structure,
+entropy, placeholder filter) that runs only on candidates. All regexes are RE2 syntax (no lookaround, no
+backreferences): where a boundary would need lookaround, the regex consumes one neighbouring character and the
+detector's `group` names the capture group that holds the value to report and redact.
+
+Severities follow the seed's Output DLP doc: credentials that grant access (API keys, private key blocks, JWTs)
+are critical; Google API keys (usually restricted, often public in web apps) and payment/SSN identifiers are high;
+email and phone are medium; IP addresses are low. `confidence` is the rule's base estimate that a validated match
+is a true positive; validators may lower it per match.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from cisora_mesh.events import Severity
+from cisora_mesh.pipeline import validators as v
+
+Category = Literal["secret", "pii"]
+
+# Characters that must not touch a match on its left / right. RE2 has no lookaround, and consuming the neighbour
+# in the regex would make `finditer` miss the second of two matches separated by one character, so the stage
+# checks these in Python on candidates only. A '.' on the right only counts when a word character follows it
+# (a sentence-final full stop is punctuation, `1.2.3.4.5` is a version string).
+_WORD: Final = string.ascii_letters + string.digits + "_"
+TOK: Final = _WORD + "-"
+B64: Final = _WORD + "+/="
+DIGITS: Final = string.digits
+
+
+@dataclass(frozen=True, slots=True)
+class Detector:
+    rule_id: str
+    label: str  # redaction label: [REDACTED:<label>]
+    category: Category
+    severity: Severity
+    confidence: float
+    regex: str
+    validator: v.Validator | None = None
+    group: int = 0  # capture group holding the reported value (0 = the whole match)
+    left: str = ""  # characters that may not directly precede the value
+    right: str = ""  # characters that may not directly follow the value (see above for '.')
+
+
+CRIT, HIGH, MED, LOW = Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW
+
+BUILTIN_DETECTORS: Final[tuple[Detector, ...]] = (
+    # --- PII ---------------------------------------------------------------------------------------------------
+    # SSN written AAA-GG-SSSS or with spaces; a bare 9-digit run only next to an explicit "SSN" label.
+    Detector(
+        "DLP-PII-US-SSN",
+        "US_SSN",
+        "pii",
+        HIGH,
+        0.85,
+        r"\d{3}-\d{2}-\d{4}|\d{3} \d{2} \d{4}",
+        v.us_ssn,
+        0,
+        DIGITS + "-",
+        DIGITS + "-",
+    ),
+    Detector(
+        "DLP-PII-US-SSN-LABELLED",
+        "US_SSN",
+        "pii",
+        HIGH,
+        0.8,
+        r"(?i:\bssn|social security (?:number|no\.?|#))\s*(?:is|:|#|=)?\s*(\d{9})",
+        v.us_ssn,
+        1,
+        "",
+        DIGITS,
+    ),
+    # 13-19 digits contiguous, or in the printed 4-4-4-4(-3), 4-6-5 (Amex) and 4-6-4 (Diners) groupings.
+    Detector(
+        "DLP-PII-PAYMENT-CARD",
+        "CREDIT_CARD",
+        "pii",
+        HIGH,
+        0.9,
+        r"\d{13,19}|\d{4}[ \-]\d{4}[ \-]\d{4}[ \-]\d{1,4}(?:[ \-]\d{3})?|\d{4}[ \-]\d{6}[ \-]\d{4,5}",
+        v.payment_card,
+        0,
+        DIGITS + "-",
+        DIGITS + "-",
+    ),
+    Detector(
+        "DLP-PII-EMAIL",
+        "EMAIL_ADDRESS",
+        "pii",
+        MED,
+        0.9,
+        r"[A-Za-z0-9._%+\-]+@(?:[A-Za-z0-9\-]+\.)+[A-Za-z]{2,24}\b",
+        v.email,
+        0,
+        "",
+        TOK,
+    ),
+    # NANP: optional +1, area code optionally in parentheses, separators space/dot/dash, optional extension.
+    Detector(
+        "DLP-PII-US-PHONE",
+        "PHONE_NUMBER",
+        "pii",
+        MED,
+        0.7,
+        r"(?:\+?1[ .\-]?)?(?:\([2-9]\d{2}\) ?|[2-9]\d{2}[ .\-]?)[2-9]\d{2}[ .\-]?\d{4}(?: ?(?:x|ext\.?) ?\d{1,5})?",
+        v.nanp_phone,
+        0,
+        _WORD + "+-.",
+        TOK + ".",
+    ),
+    # A dotted quad not inside a longer dotted run (version strings like 1.2.3.4.5).
+    Detector(
+        "DLP-PII-IPV4",
+        "IP_ADDRESS",
+        "pii",
+        LOW,
+        0.6,
+        r"(?:\d{1,3}\.){3}\d{1,3}",
+        v.ipv4,
+        0,
+        _WORD + ".",
+        _WORD + ".",
+    ),
+    # RFC 4291 text forms, incl. '::' compression and an embedded dotted quad; `ipaddress` decides.
+    Detector(
+        "DLP-PII-IPV6",
+        "IP_ADDRESS",
+        "pii",
+        LOW,
+        0.6,
+        r"(?:[0-9A-Fa-f]{1,4})?(?::[0-9A-Fa-f]{0,4}){2,7}(?:\.\d{1,3}){0,3}",
+        v.ipv6,
+        0,
+        _WORD + ":.",
+        _WORD + ":.",
+    ),
+    # ISO 13616 IBAN (compact or in groups of four); the mod-97 check rejects nearly all look-alikes.
+    Detector(
+        "DLP-PII-IBAN",
+        "IBAN_CODE",
+        "pii",
+        HIGH,
+        0.9,
+        r"[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?",
+        v.iban,
+        0,
+        _WORD,
+        _WORD,
+    ),
+    # --- secrets: private keys and tokens with structure ----------------------------------------------------------
+    # RFC 7468 PEM (and OpenSSH/PGP private blocks): header, optional RFC 1421 headers (Proc-Type, DEK-Info),
+    # base64 lines (real newlines or JSON-escaped \n), optional footer; a block cut short is still reported.
+    Detector(
+        "DLP-SECRET-PRIVATE-KEY",
+        "PRIVATE_KEY",
+        "secret",
+        CRIT,
+        0.97,
+        r"-----BEGIN[A-Z0-9 ]{0,40} PRIVATE KEY(?: BLOCK)?-----"
+        r"(?:\s|\\r|\\n)*(?:[A-Za-z][A-Za-z\-]*: ?[^\r\n\\]*(?:\r?\n|(?:\\r)?\\n)(?:\s|\\r|\\n)*)*"
+        r"(?:[ \t]*[A-Za-z0-9+/=]+[ \t]*(?:\r?\n|(?:\\r)?\\n))*[A-Za-z0-9+/=]*"
+        r"(?:-----END[A-Z0-9 ]{0,40} PRIVATE KEY(?: BLOCK)?-----)?",
+        v.private_key,
+    ),
+    # A PEM private key wrapped in base64 (Kubernetes secrets, env vars): "LS0tLS1CRUdJTi" is base64("-----BEGIN");
+    # the validator decodes the start and requires "PRIVATE KEY" in the header.
+    Detector(
+        "DLP-SECRET-PRIVATE-KEY-BASE64",
+        "PRIVATE_KEY",
+        "secret",
+        CRIT,
+        0.95,
+        r"LS0tLS1CRUdJTi[A-Za-z0-9+/]{40,}={0,2}",
+        v.base64_private_key,
+        0,
+        _WORD + "+/",
+        B64,
+    ),
+    # JWS compact serialisation (RFC 7515 s7.1 / RFC 7519): base64url JSON header starting '{"' -> "eyJ".
+    Detector(
+        "DLP-SECRET-JWT",
+        "JWT",
+        "secret",
+        CRIT,
+        0.95,
+        r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*",
+        v.jwt,
+        0,
+        TOK,
+        TOK,
+    ),
+    # Anthropic: sk-ant-<kind><2-digit version>-<base64url body, ~95 chars> (e.g. sk-ant-api03-..., admin01).
+    Detector(
+        "DLP-SECRET-ANTHROPIC-KEY",
+        "ANTHROPIC_API_KEY",
+        "secret",
+        CRIT,
+        0.98,
+        r"sk-ant-[a-z]{2,10}\d{2}-[A-Za-z0-9_\-]{80,}",
+        v.random_token,
+        0,
+        TOK,
+        TOK,
+    ),
+    # OpenAI: project/service-account/admin keys (sk-proj-, sk-svcacct-, sk-admin-) and legacy user keys,
+    # which embed "T3BlbkFJ" (base64 of "OpenAI") between two 20-character halves, or are 48 alphanumerics.
+    Detector(
+        "DLP-SECRET-OPENAI-KEY",
+        "OPENAI_API_KEY",
+        "secret",
+        CRIT,
+        0.95,
+        r"sk-(?:(?:proj|svcacct|admin|None)-[A-Za-z0-9_\-]{40,}|[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20}"
+        r"|[A-Za-z0-9]{48})",
+        v.random_token,
+        0,
+        TOK,
+        TOK,
+    ),
+    # AWS access key ids: 4-letter type prefix (AKIA long-term, ASIA STS, ...) + 16 uppercase base32-ish chars.
+    Detector(
+        "DLP-SECRET-AWS-ACCESS-KEY",
+        "AWS_ACCESS_KEY",
+        "secret",
+        CRIT,
+        0.95,
+        r"(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA|A3T[A-Z0-9])[A-Z0-9]{16}",
+        v.aws_access_key,
+        0,
+        _WORD,
+        _WORD,
+    ),
+    # AWS secret access key: 40 base64 chars, only credible next to a key name that says so.
+    Detector(
+        "DLP-SECRET-AWS-SECRET-KEY",
+        "AWS_SECRET_KEY",
+        "secret",
+        CRIT,
+        0.9,
+        r"(?i:aws[a-z0-9_.\-]{0,20}secret[a-z0-9_.\-]{0,20}|secret_?access_?key)(?:\\?[\"'])?\s*(?::|=>?|:=)\s*"
+        r"(?:\\?[\"'])?"
+        r"([A-Za-z0-9/+]{40})",
+        v.aws_secret_key,
+        1,
+        "",
+        B64,
+    ),
+    # GitHub: ghp_/gho_/ghu_/ghs_/ghr_ + 36 base62 (30 random + CRC32), fine-grained github_pat_<22>_<59>.
+    Detector(
+        "DLP-SECRET-GITHUB-TOKEN",
+        "GITHUB_TOKEN",
+        "secret",
+        CRIT,
+        0.97,
+        r"gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{59}",
+        v.random_token,
+        0,
+        TOK,
+        TOK,
+    ),
+    # Stripe: secret and restricted keys; live mode is critical, test mode cannot move money.
+    Detector(
+        "DLP-SECRET-STRIPE-LIVE-KEY",
+        "STRIPE_API_KEY",
+        "secret",
+        CRIT,
+        0.97,
+        r"(?:sk|rk)_live_[A-Za-z0-9]{20,247}",
+        v.random_token,
+        0,
+        TOK,
+        TOK,
+    ),
+    Detector(
+        "DLP-SECRET-STRIPE-TEST-KEY",
+        "STRIPE_API_KEY",
+        "secret",
+        MED,
+        0.95,
+        r"(?:sk|rk)_test_[A-Za-z0-9]{20,247}",
+        v.random_token,
+        0,
+        TOK,
+        TOK,
+    ),
+    # Publishable keys are meant to ship in web pages; reported for visibility only.
+    Detector(
+        "DLP-SECRET-STRIPE-PUBLISHABLE-KEY",
+        "STRIPE_PUBLISHABLE_KEY",
+        "secret",
+        LOW,
+        0.95,
+        r"pk_(?:live|test)_[A-Za-z0-9]{20,247}",
+        v.random_token,
+        0,
+        TOK,
+        TOK,
+    ),
+    # Google API key: "AIza" + 35 base64url characters (39 total).
+    Detector(
+        "DLP-SECRET-GOOGLE-API-KEY",
+        "GOOGLE_API_KEY",
+        "secret",
+        HIGH,
+        0.95,
+        r"AIza[0-9A-Za-z_\-]{35}",
+        v.random_token,
+        0,
+        TOK,
+        TOK,
+    ),
+    # Google OAuth client secret (GOCSPX-) and OAuth 2.0 access tokens (ya29.).
+    Detector(
+        "DLP-SECRET-GOOGLE-OAUTH",
+        "GOOGLE_OAUTH_SECRET",
+        "secret",
+        CRIT,
+        0.95,
+        r"GOCSPX-[A-Za-z0-9_\-]{28}|ya29\.[0-9A-Za-z_\-]{30,}",
+        v.random_token,
+        0,
+        TOK,
+        TOK,
+    ),
+    # Slack tokens: xoxb (bot), xoxp (user), xoxa/xoxr (app/refresh), xoxs, xoxe; app-level xapp-.
+    Detector(
+        "DLP-SECRET-SLACK-TOKEN",
+        "SLACK_TOKEN",
+        "secret",
+        CRIT,
+        0.95,
+        r"xox[abeoprs]-(?:\d+-)?[0-9A-Za-z\-]{10,250}|xapp-\d-[A-Z0-9]+-\d+-[a-z0-9]{32,}",
+        v.random_token,
+        0,
+        TOK,
+        TOK,
+    ),
+    Detector(
+        "DLP-SECRET-SLACK-WEBHOOK",
+        "SLACK_WEBHOOK",
+        "secret",
+        HIGH,
+        0.95,
+        r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9_/\-]{20,}",
+        v.random_token,
+    ),
+    # GitLab tokens: glpat- (personal), gldt- (deploy), glptt- (pipeline trigger), glrt- (runner), ...
+    Detector(
+        "DLP-SECRET-GITLAB-TOKEN",
+        "GITLAB_TOKEN",
+        "secret",
+        CRIT,
+        0.95,
+        r"gl(?:pat|dt|ptt|rt|cbt|oas|soat|ft|imt|agent)-[0-9A-Za-z_\-]{20,}",
+        v.random_token,
+        0,
+        TOK,
+        TOK,
+    ),
+    Detector(
+        "DLP-SECRET-NPM-TOKEN",
+        "NPM_TOKEN",
+        "secret",
+        CRIT,
+        0.95,
+        r"npm_[A-Za-z0-9]{36}",
+        v.random_token,
+        0,
+        TOK,
+        TOK,
+    ),
+    # PyPI API tokens are macaroons whose base64 always starts with the encoded "pypi.org" location.
+    Detector(
+        "DLP-SECRET-PYPI-TOKEN",
+        "PYPI_TOKEN",
+        "secret",
+        CRIT,
+        0.98,
+        r"pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_\-]{50,}",
+        None,
+        0,
+        TOK,
+        TOK,
+    ),
+    Detector(
+        "DLP-SECRET-SENDGRID-KEY",
+        "SENDGRID_API_KEY",
+        "secret",
+        CRIT,
+        0.97,
+        r"SG\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}",
+        v.random_token,
+        0,
+        TOK,
+        TOK,
+    ),
+    # Twilio API key SID (SK + 32 hex); the matching secret has no prefix and is not detectable alone.
+    Detector(
+        "DLP-SECRET-TWILIO-API-KEY",
+        "TWILIO_API_KEY",
+        "secret",
+        HIGH,
+        0.8,
+        r"SK[0-9a-fA-F]{32}",
+        v.random_token,
+        0,
+        _WORD,
+        _WORD,
+    ),
+    # Hugging Face user access tokens: "hf_" + 34 letters.
+    Detector(
+        "DLP-SECRET-HUGGINGFACE-TOKEN",
+        "HUGGINGFACE_TOKEN",
+        "secret",
+        CRIT,
+        0.95,
+        r"hf_[A-Za-z0-9]{34,40}",
+        v.random_token,
+        0,
+        TOK,
+        TOK,
+    ),
+    # Azure Storage account key in a connection string: 64 random bytes, base64 (88 chars, "==" padded).
+    Detector(
+        "DLP-SECRET-AZURE-STORAGE-KEY",
+        "AZURE_STORAGE_KEY",
+        "secret",
+        CRIT,
+        0.95,
+        r"(?i:AccountKey|SharedAccessKey)\s*=\s*([A-Za-z0-9+/]{40,86}={0,2})",
+        v.random_token,
+        1,
+        "",
+        B64,
+    ),
+    # Microsoft Entra (Azure AD) client secrets: 3 chars, a digit, "Q~", then 31-34 chars.
+    Detector(
+        "DLP-SECRET-AZURE-AD-CLIENT-SECRET",
+        "AZURE_CLIENT_SECRET",
+        "secret",
+        CRIT,
+        0.9,
+        r"[A-Za-z0-9_~.]{3}\dQ~[A-Za-z0-9_~.\-]{31,34}",
+        v.random_token,
+        0,
+        TOK + "~.",
+        TOK + "~",
+    ),
+    Detector(
+        "DLP-SECRET-SHOPIFY-TOKEN",
+        "SHOPIFY_TOKEN",
+        "secret",
+        CRIT,
+        0.95,
+        r"shp(?:at|ss|ca|pa)_[a-fA-F0-9]{32}",
+        v.random_token,
+        0,
+        TOK,
+        TOK,
+    ),
+    Detector(
+        "DLP-SECRET-DIGITALOCEAN-TOKEN",
+        "DIGITALOCEAN_TOKEN",
+        "secret",
+        CRIT,
+        0.95,
+        r"do[opr]_v1_[a-f0-9]{64}",
+        v.random_token,
+        0,
+        TOK,
+        TOK,
+    ),
+    Detector(
+        "DLP-SECRET-SQUARE-TOKEN",
+        "SQUARE_TOKEN",
+        "secret",
+        CRIT,
+        0.95,
+        r"sq0(?:atp|csp|idp)-[0-9A-Za-z_\-]{22,43}|EAAA[A-Za-z0-9_\-+=]{60}",
+        v.random_token,
+        0,
+        TOK,
+        TOK,
+    ),
+    Detector(
+        "DLP-SECRET-HASHICORP-TOKEN",
+        "HASHICORP_TOKEN",
+        "secret",
+        CRIT,
+        0.95,
+        r"hv[sbr]\.[A-Za-z0-9_\-]{24,}|[A-Za-z0-9]{14}\.atlasv1\.[A-Za-z0-9_\-=]{60,}",
+        v.random_token,
+        0,
+        TOK,
+        TOK,
+    ),
+    Detector(
+        "DLP-SECRET-DOPPLER-TOKEN",
+        "DOPPLER_TOKEN",
+        "secret",
+        CRIT,
+        0.95,
+        r"dp\.(?:pt|st|sa|ct|scim|audit)\.[A-Za-z0-9]{40,44}",
+        v.random_token,
+        0,
+        TOK,
+        TOK,
+    ),
+    Detector(
+        "DLP-SECRET-GRAFANA-TOKEN",
+        "GRAFANA_TOKEN",
+        "secret",
+        CRIT,
+        0.95,
+        r"glc_[A-Za-z0-9+/]{32,400}={0,2}|glsa_[A-Za-z0-9]{32}_[A-Fa-f0-9]{8}",
+        v.random_token,
+        0,
+        TOK,
+        TOK,
+    ),
+    Detector(
+        "DLP-SECRET-NEWRELIC-KEY",
+        "NEWRELIC_KEY",
+        "secret",
+        CRIT,
+        0.95,
+        r"NR(?:AK|II|JS|RA)-[A-Za-z0-9]{27,42}",
+        v.random_token,
+        0,
+        TOK,
+        TOK,
+    ),
+    Detector(
+        "DLP-SECRET-SOURCEGRAPH-TOKEN",
+        "SOURCEGRAPH_TOKEN",
+        "secret",
+        CRIT,
+        0.95,
+        r"sgp_(?:[a-fA-F0-9]{16}_)?[a-fA-F0-9]{40}",
+        v.random_token,
+        0,
+        TOK,
+        TOK,
+    ),
+    # Mapbox secret tokens ("sk." + a base64url JSON segment); "pk." public tokens are not reported.
+    Detector(
+        "DLP-SECRET-MAPBOX-TOKEN",
+        "MAPBOX_TOKEN",
+        "secret",
+        CRIT,
+        0.95,
+        r"sk\.eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{20,}",
+        v.random_token,
+        0,
+        TOK,
+        TOK,
+    ),
+    Detector(
+        "DLP-SECRET-ATLASSIAN-TOKEN",
+        "ATLASSIAN_TOKEN",
+        "secret",
+        CRIT,
+        0.95,
+        r"ATATT3[A-Za-z0-9_\-=]{150,}|ATCTT3[A-Za-z0-9_\-=]{150,}",
+        v.random_token,
+        0,
+        TOK,
+        TOK,
+    ),
+    Detector(
+        "DLP-SECRET-ARTIFACTORY-KEY",
+        "ARTIFACTORY_KEY",
+        "secret",
+        CRIT,
+        0.9,
+        r"AKCp[A-Za-z0-9]{69}|cmVmdGtu[A-Za-z0-9]{56}",
+        v.random_token,
+        0,
+        TOK,
+        TOK,
+    ),
+    Detector(
+        "DLP-SECRET-DATABRICKS-TOKEN",
+        "DATABRICKS_TOKEN",
+        "secret",
+        CRIT,
+        0.9,
+        r"dapi[a-f0-9]{32}(?:-\d)?",
+        v.random_token,
+        0,
+        TOK,
+        TOK,
+    ),
+    Detector(
+        "DLP-SECRET-TELEGRAM-BOT-TOKEN",
+        "TELEGRAM_BOT_TOKEN",
+        "secret",
+        CRIT,
+        0.9,
+        r"\d{8,10}:AA[A-Za-z0-9_\-]{33}",
+        v.random_token,
+        0,
+        DIGITS,
+        TOK,
+    ),
+    # age (age-encryption.org/v1) secret keys are Bech32 with the "AGE-SECRET-KEY-1" human-readable part.
+    Detector(
+        "DLP-SECRET-AGE-KEY",
+        "AGE_SECRET_KEY",
+        "secret",
+        CRIT,
+        0.98,
+        r"AGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}",
+        v.random_token,
+        0,
+        TOK,
+        TOK,
+    ),
+    Detector(
+        "DLP-SECRET-WEBHOOK-URL",
+        "WEBHOOK_URL",
+        "secret",
+        HIGH,
+        0.9,
+        r"https://(?:discord(?:app)?\.com/api/webhooks/\d+/[A-Za-z0-9_\-]{60,}"
+        r"|[a-z0-9\-]+\.webhook\.office\.com/webhookb2/[A-Za-z0-9@/\-]{40,})",
+        v.random_token,
+    ),
+    # Password hashes (bcrypt, modular crypt SHA-256/512) allow offline cracking.
+    Detector(
+        "DLP-SECRET-PASSWORD-HASH",
+        "PASSWORD_HASH",
+        "secret",
+        HIGH,
+        0.9,
+        r"\$2[abxy]?\$\d{2}\$[./A-Za-z0-9]{53}|\$[56]\$(?:rounds=\d+\$)?[./A-Za-z0-9]{1,16}\$[./A-Za-z0-9]{43,86}",
+        None,
+    ),
+    # --- secrets: context-dependent -----------------------------------------------------------------------------
+    # scheme://user:password@host (RFC 3986 userinfo): database URLs, AMQP, Redis, SMTP, ...; only the password.
+    Detector(
+        "DLP-SECRET-URL-PASSWORD",
+        "PASSWORD",
+        "secret",
+        HIGH,
+        0.85,
+        r"\b[A-Za-z][A-Za-z0-9+.\-]{1,20}://[^\s:/@\"'<>]{1,128}:([^\s:/@\"'<>]{3,128})@[A-Za-z0-9.\-\[]",
+        v.connection_password,
+        1,
+    ),
+    # key = value where the key names a credential; the value must look random (see validators.generic_secret).
+    Detector(
+        "DLP-SECRET-GENERIC-ASSIGNMENT",
+        "SECRET",
+        "secret",
+        HIGH,
+        0.6,
+        r"(?i:[a-z0-9_.\-]*(?:password|passwd|passphrase|pwd|secret|api[_\-]?key|apikey|access[_\-]?token"
+        r"|auth[_\-]?token|client[_\-]?secret|private[_\-]?key|token))(?:\\?[\"'\]])?\s*(?::=|=>|[:=])\s*"
+        r"(?:\\?[\"'`])?"
+        r"([^\s\"'`,;<>]{8,200})",
+        v.generic_secret,
+        1,
+    ),
+)

@@ -1,0 +1,412 @@
+"""Every built-in DLP detector: at least one positive and one near-miss negative, plus the validators."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import string
+
+import pytest
+
+from cisora_mesh.config import TenantPolicy
+from cisora_mesh.events import Content, ContentKind, ContentScan, Finding, Severity
+from cisora_mesh.pipeline import validators as v
+from cisora_mesh.pipeline.base import ScanContext, ScanText
+from cisora_mesh.pipeline.dlp_patterns import BUILTIN_DETECTORS
+from cisora_mesh.pipeline.stages.dlp import DlpStage
+
+ALNUM = string.ascii_letters + string.digits
+HEX = "0123456789abcdef"
+B64URL = ALNUM + "_-"
+
+
+def rnd(n: int, alphabet: str = ALNUM, seed: int = 7) -> str:
+    """Deterministic random-looking token bodies (test data must not contain real credentials)."""
+    r = random.Random(seed * 1000 + n)  # noqa: S311 - reproducible test data, not key material
+    return "".join(r.choice(alphabet) for _ in range(n))
+
+
+def b64url(obj: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+
+JWT = f"{b64url({'alg': 'HS256', 'typ': 'JWT'})}.{b64url({'sub': '1234567890', 'iat': 1516239022})}.{rnd(43, B64URL)}"
+JWT_BAD_HEADER = f"{b64url({'typ': 'JWT', 'kid': 'x'})}.{b64url({'sub': '1'})}.{rnd(43, B64URL)}"
+PEM_BODY = "\n".join(rnd(64, ALNUM + "+/", seed=i) for i in range(4))
+PEM = f"-----BEGIN RSA PRIVATE KEY-----\n{PEM_BODY}\n-----END RSA PRIVATE KEY-----"
+PEM_B64 = base64.b64encode(PEM.encode()).decode()
+AWS_SECRET = rnd(40, ALNUM + "/+")
+AGE_ALPHABET = "QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L"
+
+STAGE = DlpStage()
+POLICY = TenantPolicy.default()
+
+# (rule_id, text, the exact value that must be reported)
+POSITIVES: list[tuple[str, str, str]] = [
+    ("DLP-PII-US-SSN", "SSN on file: 123-45-6789.", "123-45-6789"),
+    ("DLP-PII-US-SSN", "ssn 536 22 1234 ok", "536 22 1234"),
+    ("DLP-PII-US-SSN-LABELLED", "Social Security Number: 536221234", "536221234"),
+    ("DLP-PII-PAYMENT-CARD", "card 4111 1111 1111 1111 exp 12/29", "4111 1111 1111 1111"),
+    ("DLP-PII-PAYMENT-CARD", "amex 378282246310005 on file", "378282246310005"),
+    ("DLP-PII-PAYMENT-CARD", "mc 5555-5555-5555-4444", "5555-5555-5555-4444"),
+    ("DLP-PII-EMAIL", "write to jane.doe+x@mail.acme-corp.co.uk today", "jane.doe+x@mail.acme-corp.co.uk"),
+    ("DLP-PII-US-PHONE", "call (415) 555-2671 now", "(415) 555-2671"),
+    ("DLP-PII-US-PHONE", "call +1 212.867.5309 now", "+1 212.867.5309"),
+    ("DLP-PII-IPV4", "server at 93.184.216.34.", "93.184.216.34"),
+    ("DLP-PII-IPV6", "host 2001:4860:4860::8888 replied", "2001:4860:4860::8888"),
+    ("DLP-PII-IBAN", "IBAN GB82 WEST 1234 5698 7654 32 please", "GB82 WEST 1234 5698 7654 32"),
+    ("DLP-SECRET-PRIVATE-KEY", f"key:\n{PEM}\nthanks", PEM),
+    (
+        "DLP-SECRET-PRIVATE-KEY",
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA",
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA",
+    ),
+    ("DLP-SECRET-JWT", f"Authorization: Bearer {JWT}", JWT),
+    ("DLP-SECRET-PRIVATE-KEY-BASE64", f"PRIVATE_KEY_B64={PEM_B64}", PEM_B64),
+    ("DLP-SECRET-AWS-SECRET-KEY", f'"{{\\"awsSecretKey\\":\\"{AWS_SECRET}\\"}}"', AWS_SECRET),
+    ("DLP-SECRET-ANTHROPIC-KEY", f"key sk-ant-api03-{rnd(93, B64URL)}AA end", f"sk-ant-api03-{rnd(93, B64URL)}AA"),
+    ("DLP-SECRET-OPENAI-KEY", f"OPENAI_API_KEY=sk-proj-{rnd(120, B64URL)}", f"sk-proj-{rnd(120, B64URL)}"),
+    ("DLP-SECRET-OPENAI-KEY", f"sk-{rnd(20)}T3BlbkFJ{rnd(20, seed=3)}", f"sk-{rnd(20)}T3BlbkFJ{rnd(20, seed=3)}"),
+    ("DLP-SECRET-AWS-ACCESS-KEY", "id AKIAZ3MHALQWERTY7JK2 here", "AKIAZ3MHALQWERTY7JK2"),
+    ("DLP-SECRET-AWS-SECRET-KEY", f'aws_secret_access_key = "{AWS_SECRET}"', AWS_SECRET),
+    ("DLP-SECRET-GITHUB-TOKEN", f"token ghp_{rnd(36)}", f"ghp_{rnd(36)}"),
+    ("DLP-SECRET-GITHUB-TOKEN", f"github_pat_{rnd(22)}_{rnd(59, seed=2)}", f"github_pat_{rnd(22)}_{rnd(59, seed=2)}"),
+    ("DLP-SECRET-STRIPE-LIVE-KEY", f"stripe sk_live_{rnd(24)}", f"sk_live_{rnd(24)}"),
+    ("DLP-SECRET-STRIPE-TEST-KEY", f"stripe rk_test_{rnd(24)}", f"rk_test_{rnd(24)}"),
+    ("DLP-SECRET-STRIPE-PUBLISHABLE-KEY", f"pk_live_{rnd(24)}", f"pk_live_{rnd(24)}"),
+    ("DLP-SECRET-GOOGLE-API-KEY", f"key=AIza{rnd(35, B64URL)}&q=1", f"AIza{rnd(35, B64URL)}"),
+    ("DLP-SECRET-GOOGLE-OAUTH", f"GOCSPX-{rnd(28, B64URL)}", f"GOCSPX-{rnd(28, B64URL)}"),
+    ("DLP-SECRET-SLACK-TOKEN", f"xoxb-1234567890-{rnd(24)}", f"xoxb-1234567890-{rnd(24)}"),
+    (
+        "DLP-SECRET-SLACK-WEBHOOK",
+        f"https://hooks.slack.com/services/T{rnd(8)}/B{rnd(8)}/{rnd(24)}",
+        f"https://hooks.slack.com/services/T{rnd(8)}/B{rnd(8)}/{rnd(24)}",
+    ),
+    ("DLP-SECRET-GITLAB-TOKEN", f"glpat-{rnd(20, B64URL)}", f"glpat-{rnd(20, B64URL)}"),
+    ("DLP-SECRET-NPM-TOKEN", f"//registry.npmjs.org/:_authToken=npm_{rnd(36)}", f"npm_{rnd(36)}"),
+    ("DLP-SECRET-PYPI-TOKEN", f"pypi-AgEIcHlwaS5vcmc{rnd(60, B64URL)}", f"pypi-AgEIcHlwaS5vcmc{rnd(60, B64URL)}"),
+    ("DLP-SECRET-SENDGRID-KEY", f"SG.{rnd(22, B64URL)}.{rnd(43, B64URL)}", f"SG.{rnd(22, B64URL)}.{rnd(43, B64URL)}"),
+    ("DLP-SECRET-TWILIO-API-KEY", f"sid SK{rnd(32, HEX)}", f"SK{rnd(32, HEX)}"),
+    ("DLP-SECRET-HUGGINGFACE-TOKEN", f"hf_{rnd(34, string.ascii_letters)}", f"hf_{rnd(34, string.ascii_letters)}"),
+    (
+        "DLP-SECRET-AZURE-STORAGE-KEY",
+        f"AccountName=acct;AccountKey={rnd(86, ALNUM + '+/')}==;",
+        f"{rnd(86, ALNUM + '+/')}==",
+    ),
+    (
+        "DLP-SECRET-AZURE-AD-CLIENT-SECRET",
+        f"secret: abc8Q~{rnd(34, ALNUM + '_~.')} ",
+        f"abc8Q~{rnd(34, ALNUM + '_~.')}",
+    ),
+    ("DLP-SECRET-SHOPIFY-TOKEN", f"shpat_{rnd(32, HEX)}", f"shpat_{rnd(32, HEX)}"),
+    ("DLP-SECRET-DIGITALOCEAN-TOKEN", f"dop_v1_{rnd(64, HEX)}", f"dop_v1_{rnd(64, HEX)}"),
+    ("DLP-SECRET-SQUARE-TOKEN", f"sq0atp-{rnd(22, B64URL)}", f"sq0atp-{rnd(22, B64URL)}"),
+    ("DLP-SECRET-HASHICORP-TOKEN", f"VAULT_TOKEN=hvs.{rnd(90, B64URL)}", f"hvs.{rnd(90, B64URL)}"),
+    ("DLP-SECRET-DOPPLER-TOKEN", f"dp.pt.{rnd(43)}", f"dp.pt.{rnd(43)}"),
+    ("DLP-SECRET-GRAFANA-TOKEN", f"glsa_{rnd(32)}_{rnd(8, HEX)}", f"glsa_{rnd(32)}_{rnd(8, HEX)}"),
+    (
+        "DLP-SECRET-NEWRELIC-KEY",
+        f"NRAK-{rnd(27, string.ascii_uppercase + string.digits)}",
+        f"NRAK-{rnd(27, string.ascii_uppercase + string.digits)}",
+    ),
+    ("DLP-SECRET-SOURCEGRAPH-TOKEN", f"sgp_{rnd(40, HEX)}", f"sgp_{rnd(40, HEX)}"),
+    (
+        "DLP-SECRET-MAPBOX-TOKEN",
+        f"sk.eyJ{rnd(40, B64URL)}.{rnd(22, B64URL)}",
+        f"sk.eyJ{rnd(40, B64URL)}.{rnd(22, B64URL)}",
+    ),
+    ("DLP-SECRET-ATLASSIAN-TOKEN", f"ATATT3{rnd(180, B64URL)}", f"ATATT3{rnd(180, B64URL)}"),
+    ("DLP-SECRET-ARTIFACTORY-KEY", f"--apikey=AKCp{rnd(69)} x", f"AKCp{rnd(69)}"),
+    ("DLP-SECRET-DATABRICKS-TOKEN", f"token dapi{rnd(32, HEX)}", f"dapi{rnd(32, HEX)}"),
+    ("DLP-SECRET-TELEGRAM-BOT-TOKEN", f"bot123456789:AA{rnd(33, B64URL)}/getMe", f"123456789:AA{rnd(33, B64URL)}"),
+    ("DLP-SECRET-AGE-KEY", f"AGE-SECRET-KEY-1{rnd(58, AGE_ALPHABET)}", f"AGE-SECRET-KEY-1{rnd(58, AGE_ALPHABET)}"),
+    (
+        "DLP-SECRET-WEBHOOK-URL",
+        f"https://discord.com/api/webhooks/123456789/{rnd(68, B64URL)}",
+        f"https://discord.com/api/webhooks/123456789/{rnd(68, B64URL)}",
+    ),
+    ("DLP-SECRET-PASSWORD-HASH", f"hash $2b$12${rnd(53, ALNUM + './')}", f"$2b$12${rnd(53, ALNUM + './')}"),
+    ("DLP-SECRET-URL-PASSWORD", "DATABASE_URL=postgres://app:Xk9vP2qLm7@db.internal:5432/app", "Xk9vP2qLm7"),
+    ("DLP-SECRET-GENERIC-ASSIGNMENT", 'db_password = "Zx8#kP2m!qL9vR4t"', "Zx8#kP2m!qL9vR4t"),
+]
+
+# (rule_id that must NOT fire, text) -- near misses: wrong checksum, structure, length, placeholders, context.
+NEGATIVES: list[tuple[str, str]] = [
+    ("DLP-PII-US-SSN", "SSN 000-12-3456"),
+    ("DLP-PII-US-SSN", "ssn 666-12-3456 and 912-34-5678"),
+    ("DLP-PII-US-SSN", "123-00-4567 or 123-45-0000"),
+    ("DLP-PII-US-SSN-LABELLED", "SSN: 000123456"),
+    ("DLP-PII-US-SSN-LABELLED", "order 536221234"),  # no label, bare 9 digits
+    ("DLP-PII-PAYMENT-CARD", "card 4111 1111 1111 1112"),  # Luhn-invalid
+    ("DLP-PII-PAYMENT-CARD", "id 1234567890123452"),  # Luhn-valid, no network prefix
+    ("DLP-PII-PAYMENT-CARD", "4111-1111-1111-1111-1111-11"),  # longer digit run
+    ("DLP-PII-EMAIL", "user@localhost and @handle and a@b.c"),
+    ("DLP-PII-EMAIL", "bad .dot.@example.com"),
+    ("DLP-PII-US-PHONE", "(123) 456-7890"),  # area code starts with 1
+    ("DLP-PII-US-PHONE", "415-155-2671"),  # exchange starts with 1
+    ("DLP-PII-US-PHONE", "call 911-555-2671"),  # N11 service code
+    ("DLP-PII-IPV4", "999.1.1.1"),
+    ("DLP-PII-IPV4", "version 1.2.3.4.5 released"),
+    ("DLP-PII-IPV4", "localhost 127.0.0.1 and 0.0.0.0"),
+    ("DLP-PII-IPV6", "12:30:45 and std::vector and ::1"),
+    ("DLP-PII-IPV6", "mac 00:1a:2b:3c:4d:5e"),
+    ("DLP-PII-IBAN", "GB82 WEST 1234 5698 7654 33"),  # mod-97 fails
+    ("DLP-SECRET-PRIVATE-KEY", "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA\n"),
+    ("DLP-SECRET-PRIVATE-KEY", "the BEGIN PRIVATE KEY header"),
+    ("DLP-SECRET-JWT", f"Bearer {JWT_BAD_HEADER}"),
+    ("DLP-SECRET-PRIVATE-KEY-BASE64", "cert=" + base64.b64encode(b"-----BEGIN CERTIFICATE-----\nMIIB" * 3).decode()),
+    ("DLP-SECRET-JWT", "eyJhbGciOi.eyJzdWIi"),
+    ("DLP-SECRET-ANTHROPIC-KEY", f"sk-ant-api03-{rnd(20, B64URL)}"),  # too short
+    ("DLP-SECRET-OPENAI-KEY", f"sk-{rnd(30)}"),  # too short
+    ("DLP-SECRET-OPENAI-KEY", "sk-" + "x" * 48),  # placeholder
+    ("DLP-SECRET-AWS-ACCESS-KEY", "AKIAIOSFODNN7EXAMPLE"),  # AWS documentation example
+    ("DLP-SECRET-AWS-ACCESS-KEY", "A3T0ABCDEFGHIJKLMNO"),  # 19 chars
+    ("DLP-SECRET-AWS-ACCESS-KEY", "AKIAZ3MHALQWERTY7JK2X9"),  # 22 chars
+    ("DLP-SECRET-AWS-SECRET-KEY", '"aws_secret_access_key" =  aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaend'),
+    ("DLP-SECRET-AWS-SECRET-KEY", f"aws_secret_access_key={rnd(42, HEX)}"),  # 42 chars
+    ("DLP-SECRET-GITHUB-TOKEN", f"ghp_{rnd(20)}"),
+    ("DLP-SECRET-GITHUB-TOKEN", "ghp_" + "x" * 36),
+    ("DLP-SECRET-STRIPE-LIVE-KEY", "sk_live_" + "0" * 24),
+    ("DLP-SECRET-STRIPE-LIVE-KEY", f"sk_live_{rnd(10)}"),
+    ("DLP-SECRET-STRIPE-TEST-KEY", f"sk_test_{rnd(10)}"),
+    ("DLP-SECRET-STRIPE-PUBLISHABLE-KEY", f"pk_prod_{rnd(24)}"),
+    ("DLP-SECRET-GOOGLE-API-KEY", f"AIza{rnd(30, B64URL)}"),
+    ("DLP-SECRET-GOOGLE-API-KEY", f"AIza{rnd(40, ALNUM)}"),  # too long
+    ("DLP-SECRET-GOOGLE-OAUTH", f"GOCSPX-{rnd(10)}"),
+    ("DLP-SECRET-SLACK-TOKEN", "xoxb-xxxxxxxxxx-xxxxxxxxxxxx"),
+    ("DLP-SECRET-SLACK-TOKEN", "xoxz-1234567890-abcdefghij"),
+    ("DLP-SECRET-SLACK-WEBHOOK", "https://hooks.slack.com/services/"),
+    ("DLP-SECRET-GITLAB-TOKEN", f"glpat-{rnd(10)}"),
+    ("DLP-SECRET-NPM-TOKEN", f"npm_{rnd(20)}"),
+    ("DLP-SECRET-PYPI-TOKEN", f"pypi-{rnd(60)}"),
+    ("DLP-SECRET-SENDGRID-KEY", f"SG.{rnd(10)}.{rnd(43)}"),
+    ("DLP-SECRET-TWILIO-API-KEY", f"SK{rnd(31, HEX)}"),
+    ("DLP-SECRET-HUGGINGFACE-TOKEN", f"hf_{rnd(20)}"),
+    ("DLP-SECRET-AZURE-STORAGE-KEY", "AccountName=X;AccountKey=<YOUR_ACCOUNT_KEY>;"),
+    ("DLP-SECRET-AZURE-AD-CLIENT-SECRET", f"abc8Q~{rnd(10)}"),
+    ("DLP-SECRET-SHOPIFY-TOKEN", f"shpat_{rnd(31, HEX)}"),
+    ("DLP-SECRET-DIGITALOCEAN-TOKEN", f"dop_v1_{rnd(63, HEX)}"),
+    ("DLP-SECRET-SQUARE-TOKEN", f"sq0atp-{rnd(10)}"),
+    ("DLP-SECRET-HASHICORP-TOKEN", f"hvs.{rnd(10)}"),
+    ("DLP-SECRET-DOPPLER-TOKEN", f"dp.pt.{rnd(20)}"),
+    ("DLP-SECRET-GRAFANA-TOKEN", f"glsa_{rnd(20)}_{rnd(8, HEX)}"),
+    ("DLP-SECRET-NEWRELIC-KEY", f"NRAK-{rnd(10)}"),
+    ("DLP-SECRET-SOURCEGRAPH-TOKEN", f"sgp_{rnd(39, HEX)}"),
+    ("DLP-SECRET-MAPBOX-TOKEN", f"pk.eyJ{rnd(40, B64URL)}.{rnd(22, B64URL)}"),
+    ("DLP-SECRET-ATLASSIAN-TOKEN", f"ATATT3{rnd(40)}"),
+    ("DLP-SECRET-ARTIFACTORY-KEY", f"AKCp{rnd(40)}"),
+    ("DLP-SECRET-DATABRICKS-TOKEN", "    dapiDataGetTopLongShortPositionRatio (params?: {}): Promise<x>;"),
+    ("DLP-SECRET-TELEGRAM-BOT-TOKEN", f"123:AA{rnd(33, B64URL)}"),
+    ("DLP-SECRET-AGE-KEY", f"AGE-SECRET-KEY-1{rnd(20, AGE_ALPHABET)}"),
+    ("DLP-SECRET-WEBHOOK-URL", "https://discord.com/api/webhooks/123/abc"),
+    ("DLP-SECRET-PASSWORD-HASH", "$2b$12$tooshort"),
+    ("DLP-SECRET-URL-PASSWORD", "postgres://user:${DB_PASSWORD}@db:5432/app"),
+    ("DLP-SECRET-URL-PASSWORD", "https://example.com:8080/path"),
+    ("DLP-SECRET-GENERIC-ASSIGNMENT", "password = 'hunter2'"),  # short, low entropy
+    ("DLP-SECRET-GENERIC-ASSIGNMENT", "PASSWORD=$(get-setting LOCAL_DATABASE_PASSWORD)"),
+    ("DLP-SECRET-GENERIC-ASSIGNMENT", "password = env.PERKEEP_TEST_PASSWORD"),
+    ("DLP-SECRET-GENERIC-ASSIGNMENT", "max_tokens=4096 and token_count: 12"),
+    ("DLP-SECRET-GENERIC-ASSIGNMENT", "Password=#{password}, selector: '#add-password'"),
+    ("DLP-SECRET-GENERIC-ASSIGNMENT", "put '/forgot-password' => \"cms/sites/passwords#update\""),
+]
+
+
+def scan(text: str, kind: ContentKind = ContentKind.OUTPUT) -> list[Finding]:
+    ctx = ScanContext(event=ContentScan(kind=kind, text=text), policy=POLICY)
+    ctx.texts.append(ScanText(content=Content(kind=kind, text=text), match_text=text))
+    STAGE.run(ctx)
+    return ctx.findings
+
+
+@pytest.mark.parametrize(("rule_id", "text", "value"), POSITIVES, ids=[f"{p[0]}-{i}" for i, p in enumerate(POSITIVES)])
+def test_positive(rule_id: str, text: str, value: str) -> None:
+    hits = [text[f.start : f.end] for f in scan(text) if f.rule_id == rule_id and f.start is not None]
+    assert value in hits, f"{rule_id} did not report the expected span"
+
+
+@pytest.mark.parametrize(("rule_id", "text"), NEGATIVES, ids=[f"{n[0]}-{i}" for i, n in enumerate(NEGATIVES)])
+def test_near_miss(rule_id: str, text: str) -> None:
+    assert not [f for f in scan(text) if f.rule_id == rule_id]
+
+
+def test_every_builtin_has_positive_and_negative() -> None:
+    ids = {d.rule_id for d in BUILTIN_DETECTORS}
+    assert len(ids) == len(BUILTIN_DETECTORS), "rule ids must be unique"
+    assert len(ids) >= 14
+    assert ids <= {p[0] for p in POSITIVES}
+    assert ids <= {n[0] for n in NEGATIVES}
+
+
+def test_table_is_well_formed() -> None:
+    for d in BUILTIN_DETECTORS:
+        assert d.rule_id.startswith(("DLP-SECRET-", "DLP-PII-"))
+        assert d.category == ("secret" if d.rule_id.startswith("DLP-SECRET-") else "pii")
+        assert d.label.isupper() or "_" in d.label
+        assert 0.0 < d.confidence <= 1.0
+
+
+def test_seed_severities() -> None:
+    by_id = {d.rule_id: d.severity for d in BUILTIN_DETECTORS}
+    for rule in (
+        "ANTHROPIC-KEY",
+        "OPENAI-KEY",
+        "AWS-ACCESS-KEY",
+        "GITHUB-TOKEN",
+        "STRIPE-LIVE-KEY",
+        "SLACK-TOKEN",
+        "JWT",
+        "PRIVATE-KEY",
+    ):
+        assert by_id[f"DLP-SECRET-{rule}"] is Severity.CRITICAL
+    assert by_id["DLP-SECRET-GOOGLE-API-KEY"] is Severity.HIGH
+    assert by_id["DLP-PII-EMAIL"] is Severity.MEDIUM
+    assert by_id["DLP-PII-US-PHONE"] is Severity.MEDIUM
+    assert by_id["DLP-PII-IPV4"] is Severity.LOW
+    assert by_id["DLP-PII-IPV6"] is Severity.LOW
+
+
+def test_adjacent_matches_separated_by_one_character() -> None:
+    text = "8.8.8.8 1.1.1.1,9.9.9.9"
+    assert [text[f.start : f.end] for f in scan(text) if f.start is not None] == ["8.8.8.8", "1.1.1.1", "9.9.9.9"]
+
+
+def test_truncated_private_key_block_is_reported() -> None:
+    text = f"-----BEGIN EC PRIVATE KEY-----\n{PEM_BODY[:100]}"
+    [finding] = [f for f in scan(text) if f.rule_id == "DLP-SECRET-PRIVATE-KEY"]
+    assert finding.start == 0
+    assert finding.end == len(text)
+
+
+def test_private_key_block_stops_before_prose() -> None:
+    text = f"{PEM}\nplease rotate this key soon"
+    [finding] = scan(text)
+    assert text[finding.start : finding.end] == PEM
+
+
+def test_json_escaped_private_key() -> None:
+    escaped = PEM.replace("\n", "\\n")
+    text = json.dumps({"key": "X"}).replace("X", escaped)
+    [finding] = scan(text)
+    assert text[finding.start : finding.end] == escaped
+
+
+# --- validators -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("digits", "ok"),
+    [("4111111111111111", True), ("79927398713", True), ("79927398710", False), ("4111111111111112", False)],
+)
+def test_luhn(digits: str, ok: bool) -> None:
+    assert v.luhn_ok(digits) is ok
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("123-45-6789", True),
+        ("000-12-3456", False),
+        ("666-12-3456", False),
+        ("900-12-3456", False),
+        ("123-00-6789", False),
+        ("123-45-0000", False),
+        ("078-05-1120", False),
+    ],
+)
+def test_ssn_structure(value: str, ok: bool) -> None:
+    assert (v.us_ssn(value) > 0) is ok
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [("93.184.216.34", True), ("256.1.1.1", False), ("01.2.3.4", False), ("127.0.0.1", False), ("10.0.0.1", True)],
+)
+def test_ipv4(value: str, ok: bool) -> None:
+    assert (v.ipv4(value) > 0) is ok
+
+
+def test_private_addresses_are_less_confident() -> None:
+    assert v.ipv4("10.0.0.1") < v.ipv4("93.184.216.34")
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [("2001:db8::1", True), ("fe80::1", True), ("::1", False), ("::", False), ("1:2:3", False), ("12:30:45", False)],
+)
+def test_ipv6(value: str, ok: bool) -> None:
+    assert (v.ipv6(value) > 0) is ok
+
+
+def test_entropy() -> None:
+    assert v.shannon_entropy("") == 0.0
+    assert v.shannon_entropy("aaaa") == 0.0
+    assert v.shannon_entropy("abcd") == pytest.approx(2.0)
+    assert v.shannon_entropy(rnd(64)) > 5.0
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "AKIAIOSFODNN7EXAMPLE",
+        "xxxxxxxxxxxxxxxx",
+        "<your-api-key>",
+        "${API_KEY}",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaend",
+        "0000000000000000000000001",
+    ],
+)
+def test_placeholders(value: str) -> None:
+    assert v.is_placeholder(value)
+
+
+def test_typed_sequence_lowers_generic_confidence() -> None:
+    assert 0 < v.generic_secret("abcdefgh12345XYZ") < v.generic_secret(rnd(16))
+
+
+def test_real_looking_token_is_not_placeholder() -> None:
+    assert not v.is_placeholder(rnd(40))
+
+
+def test_jwt_structure() -> None:
+    assert v.jwt(JWT) == 1.0
+    assert v.jwt(JWT_BAD_HEADER) == 0.0
+    assert v.jwt("eyJ!!!.eyJ.x") == 0.0
+    assert 0 < v.jwt(f"{b64url({'alg': 'RS256'})}.eyJnotjson.sig") < 1.0
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("(415) 555-2671", True),
+        ("4155552671", True),
+        ("+1 415 555 2671", True),
+        ("(015) 555-2671", False),
+        ("415-055-2671", False),
+        ("212-555-2671", True),
+        ("411-555-2671", False),
+    ],
+)
+def test_nanp(value: str, ok: bool) -> None:
+    assert (v.nanp_phone(value) > 0) is ok
+
+
+def test_bare_ten_digits_less_confident() -> None:
+    assert v.nanp_phone("4155552671") < v.nanp_phone("415-555-2671")
+
+
+def test_reserved_email_domains_less_confident() -> None:
+    assert v.email("jane@example.com") < v.email("jane@acme.io")
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("GB82WEST12345698765432", True),
+        ("DE89370400440532013000", True),
+        ("GB82WEST12345698765433", False),
+        ("GB82", False),
+    ],
+)
+def test_iban(value: str, ok: bool) -> None:
+    assert (v.iban(value) > 0) is ok
