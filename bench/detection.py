@@ -44,8 +44,19 @@ def scan(rows: list[dict[str, Any]], stages: str) -> dict[str, dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
         src, out = Path(tmp) / "in.jsonl", Path(tmp) / "out.jsonl"
         src.write_text("".join(json.dumps({k: r[k] for k in ("id", "text", "kind")}) + "\n" for r in rows))
-        cmd = [sys.executable, "-m", "cisora_mesh.cli", "scan", "--jsonl", str(src), "--out", str(out),
-               "--stages", stages, "--no-audit"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "cisora_mesh.cli",
+            "scan",
+            "--jsonl",
+            str(src),
+            "--out",
+            str(out),
+            "--stages",
+            stages,
+            "--no-audit",
+        ]
         subprocess.run(cmd, check=True)
         results = [json.loads(line) for line in out.read_text().splitlines()]
     return {str(r["id"]): r for r in results}
@@ -66,8 +77,10 @@ def decision_table(name: str, rows: list[dict[str, Any]], results: dict[str, dic
     print(f"FPR {Rate(fp, neg)}")
     print(f"precision {Rate(tp, tp + fp)}  F1 {f1:.3f}")
     if pos and neg:
-        print(f"AUC {auc(scores, labels):.3f}  " + "  ".join(
-            f"TPR@{int(x * 100)}%FPR {tpr_at_fpr(scores, labels, x)[0]:.3f}" for x in (0.01, 0.02, 0.05)))
+        print(
+            f"AUC {auc(scores, labels):.3f}  "
+            + "  ".join(f"TPR@{int(x * 100)}%FPR {tpr_at_fpr(scores, labels, x)[0]:.3f}" for x in (0.01, 0.02, 0.05))
+        )
     by_category: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(rows):
         by_category[str(r.get("category", "?"))].append(i)
@@ -92,8 +105,11 @@ def span_table(rows: list[dict[str, Any]], results: dict[str, dict[str, Any]]) -
     correct = total_findings = 0
     for r in rows:
         gold = [(s["start"], s["end"], s["type"]) for s in r.get("spans", [])]
-        spans = [(f["start"], f["end"]) for f in results[str(r["id"])]["findings"]
-                 if f["start"] is not None and f["detector"] != "signatures"]
+        spans = [
+            (f["start"], f["end"])
+            for f in results[str(r["id"])]["findings"]
+            if f["start"] is not None and f["detector"] != "signatures"
+        ]
         for start, end, kind in gold:
             found[kind][1] += 1
             if any(overlaps((start, end), s) for s in spans):

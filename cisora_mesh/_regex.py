@@ -31,7 +31,7 @@ def _options() -> re2.Options:
 
 def compile_linear(pattern: str, *, name: str = "pattern") -> re2._Regexp:
     """Compile `pattern` with RE2 or raise `PatternError` naming the pattern and the reason."""
-    if not isinstance(pattern, str) or not pattern:
+    if not isinstance(pattern, str) or not pattern:  # type: ignore[redundant-expr]  # callers pass config data
         raise PatternError(f"{name}: regex must be a non-empty string")
     if len(pattern) > MAX_PATTERN_LENGTH:
         raise PatternError(f"{name}: regex is {len(pattern)} characters long (limit {MAX_PATTERN_LENGTH})")

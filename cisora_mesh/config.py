@@ -141,9 +141,7 @@ class TenantPolicy:
     version: str = "builtin-1"
 
     @classmethod
-    def build(
-        cls, tenant: str, *, injection: InjectionSettings, dlp: DlpSettings, fail_mode: FailMode
-    ) -> TenantPolicy:
+    def build(cls, tenant: str, *, injection: InjectionSettings, dlp: DlpSettings, fail_mode: FailMode) -> TenantPolicy:
         patterns = PatternSet([p.regex for p in dlp.custom_patterns], names=[p.name for p in dlp.custom_patterns])
         return cls(tenant=tenant, injection=injection, dlp=dlp, fail_mode=fail_mode, custom_patterns=patterns)
 

@@ -18,7 +18,7 @@ from typing import Any, Final, TypeAlias
 
 import msgspec
 
-JSONValue: TypeAlias = None | bool | int | float | str | list[Any] | dict[str, Any]
+JSONValue: TypeAlias = bool | int | float | str | list[Any] | dict[str, Any] | None
 
 SCHEMA_VERSION: Final = 1
 
@@ -168,8 +168,11 @@ class McpMessage(Event, frozen=True, kw_only=True, tag="mcp.message"):
     def contents(self) -> Iterator[Content]:
         if self.method == "tools/list" and isinstance(self.result, dict):
             for i, tool in enumerate(self.result.get("tools") or ()):
-                yield Content(kind=ContentKind.TOOL_DESCRIPTION, text=msgspec.json.encode(tool).decode(),
-                              location=f"/result/tools/{i}")
+                yield Content(
+                    kind=ContentKind.TOOL_DESCRIPTION,
+                    text=msgspec.json.encode(tool).decode(),
+                    location=f"/result/tools/{i}",
+                )
         elif self.direction is Direction.OUTBOUND and self.params is not None:
             yield from _strings(self.params, "/params", ContentKind.TOOL_ARGUMENTS)
         elif self.result is not None:

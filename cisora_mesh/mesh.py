@@ -36,6 +36,8 @@ class AuditSink(Protocol):
 
     def append_decision(self, decision: Decision, event: Event) -> int: ...
 
+    def close(self) -> None: ...
+
 
 @runtime_checkable
 class AsyncStage(Protocol):

@@ -59,8 +59,13 @@ def _record_stage_failure(ctx: ScanContext, stage: str, exc: BaseException) -> N
     action = Verdict.BLOCK if ctx.policy.fail_mode is FailMode.CLOSED else Verdict.ALLOW
     ctx.add(
         Finding(
-            detector=stage, rule_id=STAGE_ERROR_RULE, category="pipeline.stage_error", severity=Severity.HIGH,
-            confidence=1.0, action=action, label=type(exc).__name__,
+            detector=stage,
+            rule_id=STAGE_ERROR_RULE,
+            category="pipeline.stage_error",
+            severity=Severity.HIGH,
+            confidence=1.0,
+            action=action,
+            label=type(exc).__name__,
         )
     )
 
@@ -78,7 +83,7 @@ def decide(ctx: ScanContext, timings: Sequence[StageTiming], *, stages: str = "i
     event = ctx.event
     return Decision(
         event_id=event.id,
-        event_type=type(event).__struct_config__.tag or type(event).__name__,  # type: ignore[attr-defined]
+        event_type=event_type(event),
         subject=event.subject,
         verdict=verdict,
         score=round(ctx.score, 6),
@@ -89,6 +94,12 @@ def decide(ctx: ScanContext, timings: Sequence[StageTiming], *, stages: str = "i
         stages=stages,
         trace_id=event.trace_id,
     )
+
+
+def event_type(event: Event) -> str:
+    """The event's wire tag (e.g. `mcp.message`)."""
+    tag = type(event).__struct_config__.tag
+    return tag if isinstance(tag, str) else type(event).__name__
 
 
 def _rewrites(ctx: ScanContext) -> tuple[Rewrite, ...]:

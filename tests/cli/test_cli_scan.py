@@ -17,7 +17,9 @@ CLI = [sys.executable, "-m", "cisora_mesh.cli"]
 FINDING_KEYS = {"detector", "rule_id", "category", "severity", "confidence", "start", "end"}
 
 
-def run_cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, *args], input=stdin, capture_output=True, text=True, env=env, timeout=120)
 
 
@@ -145,7 +147,11 @@ def test_progress_bar_only_on_a_terminal(tmp_path: Path) -> None:
     env = {**os.environ, "COLUMNS": "100", "TERM": "xterm"}
     proc = subprocess.run(
         [*CLI, "scan", "--no-audit", "--jsonl", str(src), "--out", str(tmp_path / "o2.jsonl")],
-        stderr=follower, stdout=subprocess.DEVNULL, env=env, timeout=120, check=False,
+        stderr=follower,
+        stdout=subprocess.DEVNULL,
+        env=env,
+        timeout=120,
+        check=False,
     )
     os.close(follower)
     chunks = []

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from cisora_mesh.cli.init import TEMPLATE
 from cisora_mesh.config import DlpAction, FailMode, MeshConfig, default_data_dir, load_config
 from cisora_mesh.errors import ConfigError, PatternError
-from cisora_mesh.cli.init import TEMPLATE
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -62,16 +62,16 @@ severity = "medium"
     ("body", "message"),
     [
         ("unknown_key = 1", "unknown_key: Extra inputs are not permitted"),
-        ("[detection]\nfail_mode = \"sideways\"", "detection.fail_mode"),
+        ('[detection]\nfail_mode = "sideways"', "detection.fail_mode"),
         ("[detection.injection]\nblock_threshold = 0.3\nreview_threshold = 0.6", "review_threshold must not exceed"),
-        ("[detection.dlp]\naction = \"shred\"", "detection.dlp.action"),
-        ("[[tenants]]\nname = \"a\"\n[[tenants]]\nname = \"a\"", "tenant names must be unique"),
-        ("[[tenants]]\nname = \"../etc\"", "tenants.0.name"),
+        ('[detection.dlp]\naction = "shred"', "detection.dlp.action"),
+        ('[[tenants]]\nname = "a"\n[[tenants]]\nname = "a"', "tenant names must be unique"),
+        ('[[tenants]]\nname = "../etc"', "tenants.0.name"),
         ("this is = not toml =", "invalid TOML"),
     ],
 )
 def test_invalid_config_names_the_problem(tmp_path: Path, body: str, message: str) -> None:
-    with pytest.raises(ConfigError, match="mesh.toml") as info:
+    with pytest.raises(ConfigError, match=r"mesh\.toml") as info:
         load_config(write(tmp_path, body))
     assert message in str(info.value)
 

@@ -123,8 +123,16 @@ def test_strictest_finding_action_wins() -> None:
 
         def run(self, ctx: ScanContext) -> None:
             for action in (Verdict.ALLOW, Verdict.REVIEW, Verdict.REDACT):
-                ctx.add(Finding(detector="f", rule_id=action.value, category="c", severity=Severity.LOW,
-                                confidence=1.0, action=action))
+                ctx.add(
+                    Finding(
+                        detector="f",
+                        rule_id=action.value,
+                        category="c",
+                        severity=Severity.LOW,
+                        confidence=1.0,
+                        action=action,
+                    )
+                )
 
     assert mesh(Flagger()).evaluate(ModelInput(text="x")).verdict is Verdict.REVIEW
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from cisora_mesh.config import InjectionSettings, MeshConfig, TenantPolicy
-from cisora_mesh.events import ContentKind, ContentScan, McpMessage, Direction, Verdict
+from cisora_mesh.events import ContentKind, ContentScan, Direction, McpMessage, Verdict
 from cisora_mesh.pipeline.base import ScanContext
 from cisora_mesh.pipeline.stages.normalize import NormalizeStage, fold_char
 

@@ -29,9 +29,7 @@ from cisora_mesh.pipeline.base import OffsetMap, ScanContext, ScanText
 DETECTOR: Final = "hidden_content"
 
 # Runs the slow path has to look at: any non-ASCII run, or one ANSI escape sequence (CSI, OSC, or a 2-byte ESC).
-_SPECIAL: Final = re.compile(
-    r"[^\x00-\x7f]+|\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])?"
-)
+_SPECIAL: Final = re.compile(r"[^\x00-\x7f]+|\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])?")
 
 _ZERO_WIDTH: Final = frozenset("\u200b\u200c\u200d\u2060\ufeff\u180e\u00ad\u034f\u2061\u2062\u2063\u2064")
 _INVISIBLE_FILLERS: Final = frozenset("\u115f\u1160\u3164\uffa0\u17b4\u17b5")
@@ -174,10 +172,10 @@ class NormalizeStage:
             elif char in _BIDI_CONTROLS:
                 self._report(ctx, content, "HC-BIDI-001", "bidi_control", i, i + 1, Severity.MEDIUM)
             elif char not in _BIDI_MARKS:
-                folded = fold_char(char)
-                if folded:
-                    parts.append(folded)
-                    offsets.piece(i, folded)
+                piece = fold_char(char)
+                if piece:
+                    parts.append(piece)
+                    offsets.piece(i, piece)
             i += 1
 
     def _tag_run(self, ctx: ScanContext, content: Content, start: int, limit: int) -> int:
@@ -207,8 +205,9 @@ class NormalizeStage:
         if decoded_chars:
             derived = Content(kind=content.kind, text=content.text, location=content.location)
             ctx.texts.append(
-                ScanText(content=derived, match_text="".join(decoded_chars), offsets=decoded_offsets,
-                         derived="unicode_tags")
+                ScanText(
+                    content=derived, match_text="".join(decoded_chars), offsets=decoded_offsets, derived="unicode_tags"
+                )
             )
         return end
 
@@ -239,14 +238,29 @@ class NormalizeStage:
             and start - last.end <= _MERGE_GAP
         ):
             ctx.findings[-1] = Finding(
-                detector=DETECTOR, rule_id=rule_id, category="hidden_content", severity=severity,
-                confidence=last.confidence, start=last.start, end=end, location=content.location, action=action,
+                detector=DETECTOR,
+                rule_id=rule_id,
+                category="hidden_content",
+                severity=severity,
+                confidence=last.confidence,
+                start=last.start,
+                end=end,
+                location=content.location,
+                action=action,
                 label=what,
             )
             return
         ctx.add(
             Finding(
-                detector=DETECTOR, rule_id=rule_id, category="hidden_content", severity=severity, confidence=0.9,
-                start=start, end=end, location=content.location, action=action, label=what,
+                detector=DETECTOR,
+                rule_id=rule_id,
+                category="hidden_content",
+                severity=severity,
+                confidence=0.9,
+                start=start,
+                end=end,
+                location=content.location,
+                action=action,
+                label=what,
             )
         )
