@@ -53,10 +53,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         for title, event in demo_events(Subject(tenant=args.tenant, agent="demo-agent")):
             _show(title, mesh.evaluate(event))
-        location = getattr(audit, "location", None) or data_dir
     finally:
         mesh.close()
         audit.close()
+    location = args.store or config.audit.store or data_dir / "audit.db"
     print(f"\nEvery decision above is in the audit log: {location}")
     print("Check it has not been tampered with:  cisora-mesh audit verify" + _data_dir_flag(args))
     return 0
