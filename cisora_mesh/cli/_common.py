@@ -26,6 +26,18 @@ def error_line(message: str) -> None:
     print(f"cisora-mesh: error: {message}", file=sys.stderr)
 
 
+def display_url(url: str) -> str:
+    """`url` safe to print: a password in the user-info part is replaced by `***`."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, metavar="FILE", help="mesh.toml to use (default: built-in defaults)")
     parser.add_argument(

@@ -10,7 +10,7 @@ import argparse
 import secrets
 import string
 
-from cisora_mesh.cli._common import add_common_options, load, open_audit
+from cisora_mesh.cli._common import add_common_options, display_url, load, open_audit
 from cisora_mesh.events import ContentKind, ContentScan, Decision, Event, ModelInput, ModelOutput, Subject
 
 
@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         mesh.close()
         audit.close()
-    location = args.store or config.audit.store or data_dir / "audit.db"
+    url = args.store or config.audit.store
+    location = display_url(url) if url else data_dir / "audit.db"
     print(f"\nEvery decision above is in the audit log: {location}")
     print("Check it has not been tampered with:  cisora-mesh audit verify" + _data_dir_flag(args))
     return 0

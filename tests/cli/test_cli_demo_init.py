@@ -57,3 +57,17 @@ def test_init_writes_a_valid_commented_config_and_refuses_to_overwrite(
     assert main(["init", "--config", str(config), "--data-dir", str(data), "--force"]) == 0
     # The written file drives the other commands.
     assert main(["scan", "--config", str(config), "--no-audit", "--kind", "output", str(config)]) == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://app:hunter2@db.internal:5432/audit", "postgresql://app:***@db.internal:5432/audit"),
+        ("postgresql://app@db/audit", "postgresql://app@db/audit"),
+        ("sqlite:////var/lib/audit.db", "sqlite:////var/lib/audit.db"),
+    ],
+)
+def test_store_urls_are_printed_without_passwords(url: str, shown: str) -> None:
+    from cisora_mesh.cli._common import display_url
+
+    assert display_url(url) == shown
