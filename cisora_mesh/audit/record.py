@@ -72,6 +72,7 @@ class AuditRecord(msgspec.Struct, frozen=True, kw_only=True):
     score_band: str | None = None
     content_digests: tuple[str, ...] = ()
     trace_id: str | None = None
+    span_id: str | None = None  # set when the record came from a span (see cisora_mesh.audit.otel)
     from_state: str | None = None
     to_state: str | None = None
     actor: str | None = None  # who caused a transition (reviewer, system); for decisions, agent/user above

@@ -1,0 +1,1 @@
+"""OpenTelemetry helpers: attribute-name constants and the decision/transition span helpers."""
