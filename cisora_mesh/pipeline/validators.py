@@ -15,6 +15,8 @@ import binascii
 import ipaddress
 import json
 import math
+import re
+import string
 from collections import Counter
 from collections.abc import Callable
 from typing import Final, TypeAlias
@@ -24,12 +26,16 @@ Validator: TypeAlias = Callable[[str], float]
 # --- generic helpers ---------------------------------------------------------------------------------------------
 
 
-def shannon_entropy(value: str) -> float:
-    """Shannon entropy in bits per character (0 for empty input). Random base64 scores ~5-6, English ~3-4."""
+def shannon_entropy(value: str, counts: Counter[str] | None = None) -> float:
+    """Shannon entropy in bits per character (0 for empty input). Random base64 scores ~5-6, English ~3-4.
+
+    H = log2(n) - (1/n) * sum(c * log2(c)) over the character counts c, which avoids a division per term.
+    """
     if not value:
         return 0.0
     length = len(value)
-    return -sum(n / length * math.log2(n / length) for n in Counter(value).values())
+    counts = counts if counts is not None else Counter(value)
+    return max(0.0, math.log2(length) - sum(c * math.log2(c) for c in counts.values()) / length)
 
 
 # Substrings that mark documentation examples, templates and redacted values rather than live secrets.
@@ -58,17 +64,17 @@ _PLACEHOLDER_MARKERS: Final = (
 )
 
 
-def is_placeholder(value: str) -> bool:
+_PLACEHOLDER_RE: Final = re.compile("|".join(re.escape(m) for m in _PLACEHOLDER_MARKERS))
+
+
+def is_placeholder(value: str, counts: Counter[str] | None = None) -> bool:
     """True for documentation/template values: `AKIAIOSFODNN7EXAMPLE`, `xxxx...`, `<your-key>`, `aaaa...`.
 
     A run of one repeated character over most of the value (`sk_live_0000000000...`) is also a placeholder.
     """
-    lowered = value.lower()
-    if any(marker in lowered for marker in _PLACEHOLDER_MARKERS):
+    if not value or _PLACEHOLDER_RE.search(value.lower()) is not None:
         return True
-    if not value:
-        return True
-    most_common = Counter(value).most_common(1)[0][1]
+    most_common = max((counts if counts is not None else Counter(value)).values())
     return most_common >= max(8, int(len(value) * 0.6))
 
 
@@ -78,23 +84,33 @@ _SEQUENCES: Final = ("abcdefghijklmnopqrstuvwxyz", "0123456789", "zyxwvutsrqponm
 _SEQ_RUN: Final = 8
 
 
+# All runs as one alternation of literals (compiled to a single automaton by `re`; literals cannot backtrack).
+_SEQ_RE: Final = re.compile(
+    "|".join(seq[i : i + _SEQ_RUN] for seq in _SEQUENCES for i in range(len(seq) - _SEQ_RUN + 1))
+)
+
+
 def _has_sequence(lowered: str) -> bool:
-    return any(seq[i : i + _SEQ_RUN] in lowered for seq in _SEQUENCES for i in range(len(seq) - _SEQ_RUN + 1))
+    return _SEQ_RE.search(lowered) is not None
+
+
+_LOWER: Final = frozenset(string.ascii_lowercase)
+_UPPER: Final = frozenset(string.ascii_uppercase)
+_DIGIT: Final = frozenset(string.digits)
 
 
 def _classes(value: str) -> int:
-    """How many of lower/upper/digit/other character classes appear."""
-    return (
-        any(c.islower() for c in value)
-        + any(c.isupper() for c in value)
-        + any(c.isdigit() for c in value)
-        + any(not c.isalnum() for c in value)
-    )
+    """How many of lower/upper/digit/other character classes appear (set operations: no per-character loop)."""
+    chars = set(value)
+    lower, upper, digit = bool(chars & _LOWER), bool(chars & _UPPER), bool(chars & _DIGIT)
+    other = bool(chars - _LOWER - _UPPER - _DIGIT)
+    return lower + upper + digit + other
 
 
 def random_token(value: str, *, min_entropy: float = 3.0) -> float:
     """Accept a provider token body that looks random (not a placeholder, enough entropy)."""
-    if is_placeholder(value) or shannon_entropy(value) < min_entropy:
+    counts = Counter(value)
+    if is_placeholder(value, counts) or shannon_entropy(value, counts) < min_entropy:
         return 0.0
     return 1.0
 
@@ -106,24 +122,26 @@ def generic_secret(value: str) -> float:
     classes, >= 3 bits/char of entropy, and not a reference to something else (variables, env lookups, calls).
     """
     stripped = value.strip("\"'`")
-    if len(stripped) < 8 or is_placeholder(stripped):
+    counts = Counter(stripped)
+    if len(stripped) < 8 or is_placeholder(stripped, counts):
         return 0.0
     # References, selectors and paths rather than values: $VAR, %VAR%, #id, /a/b, ./x, calls, env lookups.
     if stripped[0] in "$%@&*#/." or "(" in stripped or stripped.lower().startswith(("env.", "os.", "process.")):
         return 0.0
     if stripped.lower() in {"true", "false", "null", "none", "password", "secret"}:
         return 0.0
-    if _classes(stripped) < 2 or shannon_entropy(stripped) < 3.0:
+    entropy = shannon_entropy(stripped, counts)
+    if _classes(stripped) < 2 or entropy < 3.0:
         return 0.0
     # Only lower-case letters and separators: an identifier or a route (`cms/sites/passwords#edit`), not a
     # generated credential.
-    if not any(c.isdigit() or c.isupper() for c in stripped):
+    if not set(stripped) & (_UPPER | _DIGIT):
         return 0.0
     # A typed run (`abcdefgh`, `12345678`) suggests a made-up example value: still reported, with less confidence.
     if _has_sequence(stripped.lower()):
         return 0.5
     # Long, high-entropy values are much more likely to be machine-generated credentials than prose words.
-    return 1.0 if shannon_entropy(stripped) >= 3.5 and len(stripped) >= 16 else 0.8
+    return 1.0 if entropy >= 3.5 and len(stripped) >= 16 else 0.8
 
 
 def connection_password(value: str) -> float:
@@ -165,6 +183,8 @@ def _iin_ok(digits: str) -> bool:
         return 16 <= n <= 19
     if 3528 <= four <= 3589:  # JCB
         return 16 <= n <= 19
+    if four in (2131, 1800):  # JCB, legacy 15-digit ranges
+        return n == 15
     if two in (36, 38, 39) or 300 <= three <= 305:  # Diners Club
         return 14 <= n <= 19
     if two == 62:  # UnionPay

@@ -50,6 +50,8 @@ POSITIVES: list[tuple[str, str, str]] = [
     ("DLP-PII-PAYMENT-CARD", "card 4111 1111 1111 1111 exp 12/29", "4111 1111 1111 1111"),
     ("DLP-PII-PAYMENT-CARD", "amex 378282246310005 on file", "378282246310005"),
     ("DLP-PII-PAYMENT-CARD", "mc 5555-5555-5555-4444", "5555-5555-5555-4444"),
+    ("DLP-PII-PAYMENT-CARD", "jcb 3530111333300000 ok", "3530111333300000"),
+    ("DLP-PII-PAYMENT-CARD", "diners 3056 930902 5904", "3056 930902 5904"),
     ("DLP-PII-EMAIL", "write to jane.doe+x@mail.acme-corp.co.uk today", "jane.doe+x@mail.acme-corp.co.uk"),
     ("DLP-PII-US-PHONE", "call (415) 555-2671 now", "(415) 555-2671"),
     ("DLP-PII-US-PHONE", "call +1 212.867.5309 now", "+1 212.867.5309"),

@@ -219,7 +219,15 @@ def test_invalid_custom_regex_rejected_at_save_time() -> None:
         DlpSettings(custom_patterns=(CustomPattern(name="bad", regex=r"(a"),))
 
 
-def test_error_messages_never_contain_values() -> None:
+def test_malformed_token_candidates_do_not_raise() -> None:
     # Validators must swallow odd input rather than raise with the value in the message.
     text = "eyJ" + "A" * 20 + ".eyJ" + "%" * 10 + "." + "Z" * 10
     assert [f for f in run(text) if f.rule_id == "DLP-SECRET-JWT"] == []
+
+
+def test_offsets_on_non_ascii_match_text() -> None:
+    # Characters that normalisation keeps (CJK, emoji) leave match_text non-ASCII: matching runs on UTF-8 bytes
+    # and the offsets must still be character offsets.
+    text = f"東京🎉 jane@acme.io、電話 (415) 555-2671 と {GH_TOKEN}。終わり 8.8.8.8"
+    spans = sorted(text[f.start : f.end] for f in run(text) if f.start is not None)
+    assert spans == sorted(["jane@acme.io", "(415) 555-2671", GH_TOKEN, "8.8.8.8"])

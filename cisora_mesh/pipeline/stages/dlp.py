@@ -28,7 +28,7 @@ Tenant action -> finding action: `alert` -> `Verdict.ALLOW` (recorded only), `re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import re2
@@ -72,16 +72,15 @@ def custom_label(name: str) -> str:
 class _Compiled:
     """One detector with its compiled regex and boundary sets (built once)."""
 
-    __slots__ = ("bregex", "detector", "left", "regex", "right")
+    __slots__ = ("bregex", "detector", "left", "right")
 
     def __init__(self, detector: Detector) -> None:
         self.detector = detector
-        self.regex = compile_linear(detector.regex, name=detector.rule_id)
-        # The bytes twin serves ASCII text (the common case): byte offsets are character offsets there, and the
-        # str wrapper would otherwise convert UTF-8 offsets back to characters for every match.
+        compile_linear(detector.regex, name=detector.rule_id)  # validates (syntax, empty match) with a clear error
         self.bregex = re2.compile(detector.regex.encode(), _set_options())
-        self.left = frozenset(detector.left)
-        self.right = frozenset(detector.right)
+        # Boundary characters as byte values: matching runs on UTF-8 bytes (all boundary characters are ASCII).
+        self.left = frozenset(detector.left.encode("ascii"))
+        self.right = frozenset(detector.right.encode("ascii"))
 
 
 class DlpStage:
@@ -128,8 +127,12 @@ class DlpStage:
     ) -> None:
         text = scan_text.match_text
         leaving = scan_text.kind in LEAVING_KINDS
-        found: list[Finding] = []
-        data: str | bytes = text.encode("ascii") if text.isascii() else text
+        # Matching runs on UTF-8 bytes: for ASCII text (the common case) byte offsets are character offsets;
+        # otherwise all candidate offsets are converted in one sorted sweep at the end. (The str interface of
+        # the RE2 wrapper converts offsets per match, from the start of the text, which is quadratic.)
+        is_ascii = text.isascii()
+        data = text.encode("ascii") if is_ascii else text.encode("utf-8")
+        raw: list[tuple[Detector, Verdict, int, int, float]] = []
         hits = self._set.Match(data)
         if hits:
             for index in sorted(hits):
@@ -138,22 +141,27 @@ class DlpStage:
                 if det.category not in categories or det.rule_id in disabled:
                     continue
                 verdict = action if (leaving or det.category == "secret") else Verdict.ALLOW
-                for start, end, confidence in self._candidates(compiled, text, data):
-                    orig_start, orig_end = scan_text.original_span(start, end)
-                    found.append(
-                        Finding(
-                            detector=DETECTOR,
-                            rule_id=det.rule_id,
-                            category=det.category,
-                            severity=det.severity,
-                            confidence=confidence,
-                            start=orig_start,
-                            end=orig_end,
-                            location=scan_text.location,
-                            action=verdict,
-                            label=det.label,
-                        )
+                for start, end, confidence in self._candidates(compiled, data, text if is_ascii else None):
+                    raw.append((det, verdict, start, end, confidence))
+        found: list[Finding] = []
+        if raw:
+            to_char = _identity if is_ascii else _byte_to_char(data, [o for r in raw for o in (r[2], r[3])])
+            for det, verdict, start, end, confidence in raw:
+                orig_start, orig_end = scan_text.original_span(to_char(start), to_char(end))
+                found.append(
+                    Finding(
+                        detector=DETECTOR,
+                        rule_id=det.rule_id,
+                        category=det.category,
+                        severity=det.severity,
+                        confidence=confidence,
+                        start=orig_start,
+                        end=orig_end,
+                        location=scan_text.location,
+                        action=verdict,
+                        label=det.label,
                     )
+                )
         if with_custom:
             found.extend(self._custom(ctx, scan_text, categories, disabled, action, leaving))
         if not found:
@@ -161,24 +169,27 @@ class DlpStage:
         ctx.findings.extend(_drop_shadowed_generic(found))
 
     @staticmethod
-    def _candidates(compiled: _Compiled, text: str, data: str | bytes) -> list[tuple[int, int, float]]:
+    def _candidates(compiled: _Compiled, data: bytes, text: str | None) -> list[tuple[int, int, float]]:
+        """Validated `(start, end, confidence)` byte spans of one detector. `text` is given when it is ASCII."""
         det = compiled.detector
         left, right = compiled.left, compiled.right
         out: list[tuple[int, int, float]] = []
-        length = len(text)
-        matches = compiled.bregex.finditer(data) if isinstance(data, bytes) else compiled.regex.finditer(data)
-        for match in matches:
+        length = len(data)
+        for match in compiled.bregex.finditer(data):
             start, end = match.span(det.group)
             if start < 0 or end <= start:
                 continue
-            if left and start > 0 and text[start - 1] in left:
+            if left and start > 0 and data[start - 1] in left:
                 continue
             if right and end < length:
-                nxt = text[end]
+                nxt = data[end]
                 # '.' right after a value is sentence punctuation unless a word character follows it.
-                if nxt in right and not (nxt == "." and (end + 1 >= length or not text[end + 1].isalnum())):
+                if nxt in right and not (nxt == _DOT and (end + 1 >= length or data[end + 1] not in _ALNUM)):
                     continue
-            factor = det.validator(text[start:end]) if det.validator is not None else 1.0
+            if det.validator is None:
+                factor = 1.0
+            else:
+                factor = det.validator(text[start:end] if text is not None else data[start:end].decode("utf-8"))
             if factor <= 0.0:
                 continue
             out.append((start, end, round(det.confidence * min(factor, 1.0), 3)))
@@ -217,6 +228,29 @@ class DlpStage:
                 )
             )
         return out
+
+
+_DOT: Final = ord(".")
+# Bytes that count as a word character after a '.': ASCII letters/digits and any UTF-8 byte of a non-ASCII char.
+_ALNUM: Final = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") | frozenset(
+    range(0x80, 0x100)
+)
+
+
+def _identity(offset: int) -> int:
+    return offset
+
+
+def _byte_to_char(data: bytes, offsets: list[int]) -> Callable[[int], int]:
+    """Map UTF-8 byte offsets (all on character boundaries, as RE2 reports them) to character offsets in one
+    sorted sweep, decoding each stretch of bytes once."""
+    table: dict[int, int] = {}
+    prev_byte = prev_char = 0
+    for offset in sorted(set(offsets)):
+        prev_char += len(data[prev_byte:offset].decode("utf-8"))
+        prev_byte = offset
+        table[offset] = prev_char
+    return table.__getitem__
 
 
 def _drop_shadowed_generic(found: list[Finding]) -> list[Finding]:
