@@ -2,6 +2,8 @@
 
 Each subcommand group lives in its own module with a `register(subparsers)` function. Heavy imports (the audit
 store, model code) happen inside the handlers, so `cisora-mesh --help` and the inline scan path start fast.
+Packages that sit above the core (`mcp_proxy`, `memory_guard`) add their groups through the entry-point group
+`cisora_mesh.commands`, so the core never imports them (the dependency arrows stay one-way).
 
 Exit codes: 0 success; 1 the job ran but found a problem it reports (an audit log that does not verify, input lines
 that could not be read); 2 usage or input errors (bad flags, missing files, invalid config), always one line on
@@ -14,6 +16,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 
 from cisora_mesh.cli._common import CliError, error_line
 
@@ -46,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(subparsers)
+    for entry_point in sorted(entry_points(group="cisora_mesh.commands"), key=lambda ep: ep.name):
+        entry_point.load()(subparsers)
     return parser
 
 
