@@ -1,0 +1,205 @@
+"""Prompt-injection and tool-poisoning signatures: one RE2 set pass per text, work only on hits.
+
+For every `ScanText` (including text decoded from Unicode tag characters) the stage asks the compiled
+`PatternSet` which rules match at all; clean text costs that one pass. Only matching rules are re-run for spans.
+Base64/hex blobs are decoded (bounded in number and size) and the decoded text is matched once more, so an
+instruction hidden in an encoding counts as `encoded_payload` evidence plus whatever it says.
+
+Per content, the rules that fired are combined by the fitted noisy-OR in `pipeline/scoring.py`; the probability is
+raised on the context (the decision's `score`), and each finding carries its rule's own fitted precision.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+import re2
+
+from cisora_mesh._regex import PatternSet, _options, compile_linear
+from cisora_mesh.errors import PatternError
+from cisora_mesh.events import ContentKind, Finding
+from cisora_mesh.pipeline.base import ScanContext, ScanText, raise_score
+from cisora_mesh.pipeline.scoring import ScoreModel, load_model
+from cisora_mesh.pipeline.signatures import SIGNATURES, Signature
+
+DETECTOR: Final = "signatures"
+
+# Model output is the model's own words: explaining or quoting an attack there is not an attack on this agent,
+# and anything it says to another agent is scanned again when it arrives (as a prompt or a tool result). The one
+# thing that is dangerous *in* output is a Markdown image or link that leaks data as soon as a client renders it,
+# so output is scanned for those rules only.
+OUTPUT_RULES: Final = frozenset({"PI-EXFIL-001", "PI-EXFIL-005"})
+
+# Bounds that keep the hit path cheap on hostile input: per text, how many blobs are decoded, how long a blob may
+# be, and how many spans one rule reports (the score needs only the set of rules, not every repeat).
+MAX_DECODES: Final = 8
+MAX_BLOB: Final = 8192
+MAX_SPANS_PER_RULE: Final = 5
+_MIN_PRINTABLE: Final = 0.9
+
+
+@dataclass(slots=True)
+class Hit:
+    signature: Signature
+    start: int  # in match_text
+    end: int
+    decoded_from: str | None = None  # "base64" / "hex" when found inside a decoded blob
+
+
+@dataclass(slots=True)
+class _ContentHits:
+    kind: ContentKind
+    rules: dict[str, Signature] = field(default_factory=dict)
+
+
+class SignatureStage:
+    name = "signatures"
+
+    def __init__(self, signatures: Sequence[Signature] = SIGNATURES, model: ScoreModel | None = None) -> None:
+        self._signatures = tuple(signatures)
+        self._set = _build_set([s.pattern for s in self._signatures], [s.rule_id for s in self._signatures])
+        # Per-rule regexes for spans, run only for the rules the set pass reported.
+        self._compiled = [compile_linear(s.pattern, name=s.rule_id) for s in self._signatures]
+        self.model = model if model is not None else load_model()
+
+    # -- matching -----------------------------------------------------------------------------------------------
+
+    def hits(self, text: str, kind: ContentKind) -> list[Hit]:
+        """Every rule hit in `text` for a content of `kind` (spans in `text`)."""
+        out: list[Hit] = []
+        decodes = 0
+        for index in self._set.matching(text):
+            sig = self._signatures[index]
+            if not _applies(sig, kind):
+                continue
+            regex = self._compiled[index]
+            spans = 0
+            for match in regex.finditer(text):
+                if sig.candidate:
+                    if decodes >= MAX_DECODES:
+                        break
+                    decodes += 1
+                    decoded = _decode(sig.rule_id, match.group(0))
+                    if decoded is None:
+                        continue
+                    inner = self.hits_plain(decoded, kind)
+                    if not inner:
+                        continue
+                    out.append(Hit(sig, match.start(), match.end()))
+                    # The decoded instruction is evidence in its own right; spans point at the blob.
+                    out.extend(Hit(h.signature, match.start(), match.end(), sig.rule_id) for h in inner)
+                else:
+                    out.append(Hit(sig, match.start(), match.end()))
+                spans += 1
+                if spans >= MAX_SPANS_PER_RULE:
+                    break
+        return out
+
+    def hits_plain(self, text: str, kind: ContentKind) -> list[Hit]:
+        """Hits of the non-candidate rules only (used on decoded text: no recursive decoding)."""
+        out: list[Hit] = []
+        for index in self._set.matching(text):
+            sig = self._signatures[index]
+            if sig.candidate or not _applies(sig, kind):
+                continue
+            match = self._compiled[index].search(text)
+            if match is not None:
+                out.append(Hit(sig, match.start(), match.end()))
+        return out
+
+    # -- the stage ----------------------------------------------------------------------------------------------
+
+    def run(self, ctx: ScanContext) -> None:
+        if not ctx.policy.injection.enabled:
+            return
+        per_content: dict[int, _ContentHits] = {}
+        for scan_text in ctx.texts:
+            kind = scan_text.kind
+            found = self.hits(scan_text.match_text, kind)
+            if kind is ContentKind.OUTPUT:
+                found = [h for h in found if h.signature.rule_id in OUTPUT_RULES]
+            if not found:
+                continue
+            acc = per_content.setdefault(id(scan_text.content), _ContentHits(kind))
+            for hit in found:
+                acc.rules.setdefault(hit.signature.rule_id, hit.signature)
+                if hit.decoded_from is None:
+                    ctx.add(self._finding(scan_text, hit))
+        for acc in per_content.values():
+            raise_score(ctx, self.score_rules(acc.rules.values(), acc.kind))
+
+    def score_rules(self, rules: Iterable[Signature], kind: ContentKind) -> float:
+        return self.model.probability(rules, kind)
+
+    def score_text(self, text: str, kind: ContentKind) -> float:
+        """Probability for one already-normalised text (bench and tests)."""
+        rules = {h.signature.rule_id: h.signature for h in self.hits(text, kind)}
+        return self.score_rules(list(rules.values()), kind)
+
+    def _finding(self, scan_text: ScanText, hit: Hit) -> Finding:
+        start, end = scan_text.original_span(hit.start, hit.end)
+        sig = hit.signature
+        return Finding(
+            detector=DETECTOR,
+            rule_id=sig.rule_id,
+            category=sig.category,
+            severity=sig.severity,
+            confidence=round(self.model.rule_probability(sig, scan_text.kind), 4),
+            start=start,
+            end=end,
+            location=scan_text.location,
+            action=None,
+        )
+
+
+class _Set:
+    """Stand-in for `PatternSet` while `_regex.PatternSet` rejects every non-empty set.
+
+    google-re2 1.1's `Set.Compile()` returns None (it raises on failure instead of returning False), which
+    `PatternSet.__init__` reads as "exceeds the memory budget". Same one-pass semantics; remove once fixed.
+    """
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        self._set = re2.Set.SearchSet(_options())
+        for pattern in patterns:
+            self._set.Add(pattern)
+        self._set.Compile()
+
+    def matching(self, text: str) -> list[int]:
+        hits = self._set.Match(text)
+        return sorted(hits) if hits else []
+
+
+def _build_set(patterns: Sequence[str], names: Sequence[str]) -> PatternSet | _Set:
+    try:
+        return PatternSet(patterns, names=names)
+    except PatternError:
+        for pattern, name in zip(patterns, names, strict=True):
+            compile_linear(pattern, name=name)  # a real syntax error must still fail loudly
+        return _Set(patterns)
+
+
+def _applies(sig: Signature, kind: ContentKind) -> bool:
+    return sig.kinds is None or kind in sig.kinds
+
+
+def _decode(rule_id: str, blob: str) -> str | None:
+    """Decoded text of a base64/hex blob if it is mostly printable text, else None."""
+    blob = blob[:MAX_BLOB]
+    try:
+        if rule_id.endswith("HEX"):
+            raw = bytes.fromhex(blob.replace(" ", "").replace(":", ""))
+        else:
+            trimmed = blob.rstrip("=")
+            raw = base64.b64decode(trimmed + "=" * (-len(trimmed) % 4))
+        text = raw.decode("utf-8")
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return None
+    if not text:
+        return None
+    printable = sum(1 for ch in text if ch.isprintable() or ch in "\n\t\r")
+    return text if printable / len(text) >= _MIN_PRINTABLE else None
