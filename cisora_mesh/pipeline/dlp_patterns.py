@@ -524,13 +524,14 @@ BUILTIN_DETECTORS: Final[tuple[Detector, ...]] = (
         TOK,
         TOK,
     ),
+    # New Relic: user/admin/insights keys carry an NRxx- prefix; ingest license keys are 40 chars ending "NRAL".
     Detector(
         "DLP-SECRET-NEWRELIC-KEY",
         "NEWRELIC_KEY",
         "secret",
         CRIT,
         0.95,
-        r"NR(?:AK|II|JS|RA)-[A-Za-z0-9]{27,42}",
+        r"NR(?:AK|AA|II|IQ|JS|RA|RI)-[A-Za-z0-9_\-]{27,42}|[a-z0-9]{36}NRAL",
         v.random_token,
         0,
         TOK,
@@ -629,17 +630,19 @@ BUILTIN_DETECTORS: Final[tuple[Detector, ...]] = (
         HIGH,
         0.9,
         r"https://(?:discord(?:app)?\.com/api/webhooks/\d+/[A-Za-z0-9_\-]{60,}"
-        r"|[a-z0-9\-]+\.webhook\.office\.com/webhookb2/[A-Za-z0-9@/\-]{40,})",
+        r"|(?:[a-z0-9\-]+\.webhook|outlook)\.office\.com/webhook(?:b2)?/[A-Za-z0-9@/\-]{40,})",
         v.random_token,
     ),
-    # Password hashes (bcrypt, modular crypt SHA-256/512) allow offline cracking.
+    # Password hashes allow offline cracking: bcrypt, modular crypt MD5/SHA-256/SHA-512 ($1$/$5$/$6$), Cisco
+    # type 8/9 ($8$ PBKDF2, $9$ scrypt), and Kerberos AS-REP/TGS hashes as printed by roasting tools.
     Detector(
         "DLP-SECRET-PASSWORD-HASH",
         "PASSWORD_HASH",
         "secret",
         HIGH,
         0.9,
-        r"\$2[abxy]?\$\d{2}\$[./A-Za-z0-9]{53}|\$[56]\$(?:rounds=\d+\$)?[./A-Za-z0-9]{1,16}\$[./A-Za-z0-9]{43,86}",
+        r"\$2[abxy]?\$\d{2}\$[./A-Za-z0-9]{53}|\$[1-9]\$(?:rounds=\d+\$)?[./A-Za-z0-9]{1,16}\$[./A-Za-z0-9]{22,86}"
+        r"|\$krb5(?:asrep|tgs)\$\d{1,2}\$[^\s]{64,}",
         None,
     ),
     # --- secrets: context-dependent -----------------------------------------------------------------------------

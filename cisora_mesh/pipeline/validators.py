@@ -125,8 +125,14 @@ def generic_secret(value: str) -> float:
     counts = Counter(stripped)
     if len(stripped) < 8 or is_placeholder(stripped, counts):
         return 0.0
-    # References, selectors and paths rather than values: $VAR, %VAR%, #id, /a/b, ./x, calls, env lookups.
-    if stripped[0] in "$%@&*#/." or "(" in stripped or stripped.lower().startswith(("env.", "os.", "process.")):
+    # References rather than values: $VAR, \\$VAR, %VAR%, #id, /a/b, ./x, URLs, AWS ARNs, calls, env lookups.
+    if (
+        stripped[0] in "$%@&*#/.\\"
+        or "(" in stripped
+        or "://" in stripped
+        or stripped.startswith("arn:")
+        or stripped.lower().startswith(("env.", "os.", "process."))
+    ):
         return 0.0
     if stripped.lower() in {"true", "false", "null", "none", "password", "secret"}:
         return 0.0
@@ -225,7 +231,8 @@ def nanp_phone(value: str) -> float:
     A bare run of ten digits is also an order number or an id as often as a phone number, so it keeps less
     confidence than a number written with separators or parentheses.
     """
-    digits = "".join(c for c in value if c.isdigit())
+    number = value.lower().split("x", 1)[0]  # drop an extension ("x123", "ext. 123")
+    digits = "".join(c for c in number if c.isdigit())
     if len(digits) == 11 and digits[0] == "1":
         digits = digits[1:]
     if len(digits) != 10:
@@ -235,7 +242,7 @@ def nanp_phone(value: str) -> float:
         return 0.0
     if len(set(digits)) < 3:
         return 0.0
-    return 1.0 if any(c in value for c in " .-()+") else 0.6
+    return 1.0 if any(c in number for c in " .-()+") else 0.6
 
 
 def ipv4(value: str) -> float:

@@ -129,6 +129,14 @@ POSITIVES: list[tuple[str, str, str]] = [
         f"https://discord.com/api/webhooks/123456789/{rnd(68, B64URL)}",
     ),
     ("DLP-SECRET-PASSWORD-HASH", f"hash $2b$12${rnd(53, ALNUM + './')}", f"$2b$12${rnd(53, ALNUM + './')}"),
+    ("DLP-SECRET-PASSWORD-HASH", f"root:$1${rnd(8)}${rnd(22, ALNUM + './')}:", f"$1${rnd(8)}${rnd(22, ALNUM + './')}"),
+    ("DLP-SECRET-NEWRELIC-KEY", f"license_key: {rnd(36, HEX)}NRAL", f"{rnd(36, HEX)}NRAL"),
+    ("DLP-PII-US-PHONE", "office 345-899-3560x4587 ok", "345-899-3560x4587"),
+    (
+        "DLP-SECRET-WEBHOOK-URL",
+        f"https://outlook.office.com/webhook/{rnd(36, HEX)}@{rnd(36, HEX)}/IncomingWebhook/{rnd(32, HEX)}",
+        f"https://outlook.office.com/webhook/{rnd(36, HEX)}@{rnd(36, HEX)}/IncomingWebhook/{rnd(32, HEX)}",
+    ),
     ("DLP-SECRET-URL-PASSWORD", "DATABASE_URL=postgres://app:Xk9vP2qLm7@db.internal:5432/app", "Xk9vP2qLm7"),
     ("DLP-SECRET-GENERIC-ASSIGNMENT", 'db_password = "Zx8#kP2m!qL9vR4t"', "Zx8#kP2m!qL9vR4t"),
 ]
@@ -208,6 +216,8 @@ NEGATIVES: list[tuple[str, str]] = [
     ("DLP-SECRET-GENERIC-ASSIGNMENT", "password = 'hunter2'"),  # short, low entropy
     ("DLP-SECRET-GENERIC-ASSIGNMENT", "PASSWORD=$(get-setting LOCAL_DATABASE_PASSWORD)"),
     ("DLP-SECRET-GENERIC-ASSIGNMENT", "password = env.PERKEEP_TEST_PASSWORD"),
+    ("DLP-SECRET-GENERIC-ASSIGNMENT", 'ChangePassword = "arn:aws:iam::aws:policy/IAMUserChangePassword"'),
+    ("DLP-SECRET-GENERIC-ASSIGNMENT", '\\$pwd = \\$_POST["password"];'),
     ("DLP-SECRET-GENERIC-ASSIGNMENT", "max_tokens=4096 and token_count: 12"),
     ("DLP-SECRET-GENERIC-ASSIGNMENT", "Password=#{password}, selector: '#add-password'"),
     ("DLP-SECRET-GENERIC-ASSIGNMENT", "put '/forgot-password' => \"cms/sites/passwords#update\""),
