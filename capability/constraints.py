@@ -120,8 +120,8 @@ class Regex(_Base, tag="regex", frozen=True):
 class Range(_Base, tag="range", frozen=True):
     """A finite number with ``min <= x <= max`` (either bound optional)."""
 
-    min: float | None = None
-    max: float | None = None
+    min: int | float | None = None
+    max: int | float | None = None
 
     def __post_init__(self) -> None:
         for bound in (self.min, self.max):

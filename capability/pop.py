@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import msgspec
 
@@ -39,6 +39,12 @@ class PopClaims(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     jti: str
     res: str
     tok: str
+
+    __jcs_plain__: ClassVar[bool] = True  # only strings and a bounded int: msgspec output is JCS
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.iat <= 2**53:
+            raise ValueError("iat out of range")
 
 
 def args_digest(args: Any) -> str:

@@ -9,7 +9,7 @@ verifies it against a :class:`KeySet` and refuses a list older than ``min_seq`` 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Final
+from typing import ClassVar, Final
 
 import msgspec
 
@@ -29,6 +29,12 @@ class _RevocationClaims(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     iss: str
     jtis: tuple[str, ...]
     seq: int
+
+    __jcs_plain__: ClassVar[bool] = True  # only strings and bounded ints: msgspec output is JCS
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.iat <= 2**53 and 0 <= self.seq <= 2**53):
+            raise ValueError("iat/seq out of range")
 
 
 class RevocationList:

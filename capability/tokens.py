@@ -11,11 +11,13 @@ This module parses and signs; it makes no trust decisions.
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any, Final, NamedTuple, TypeVar, cast
 
 import msgspec
 
 from capability._b64 import b64d, b64e
+from capability.constraints import Exact, OneOf, Range
 from capability.errors import CanonicalizationError
 from capability.jcs import canonicalize
 from capability.keys import SigningKey
@@ -82,13 +84,18 @@ def decode_jws(text: str, payload_type: type[_T], typ: str) -> tuple[Header, _T,
     except ValueError as exc:
         raise DecodeError("malformed") from exc
     try:
-        raw_header = msgspec.json.decode(hb)
-    except msgspec.DecodeError as exc:
-        raise DecodeError("malformed") from exc
-    if not isinstance(raw_header, dict) or raw_header.get("alg") != ALG:
-        raise DecodeError("alg" if isinstance(raw_header, dict) else "malformed")
+        header = _header_decoder.decode(hb)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        header = None
+    if header is None or header.alg != ALG:
+        try:
+            raw_header = msgspec.json.decode(hb)
+        except msgspec.DecodeError as exc:
+            raise DecodeError("malformed") from exc
+        if not isinstance(raw_header, dict) or raw_header.get("alg") != ALG:
+            raise DecodeError("alg" if isinstance(raw_header, dict) else "malformed")
+        raise DecodeError("malformed")
     try:
-        header = msgspec.convert(raw_header, Header)
         payload = (
             cast("_T", _claims_decoder.decode(pb))
             if payload_type is Claims
@@ -105,20 +112,70 @@ def decode_jws(text: str, payload_type: type[_T], typ: str) -> tuple[Header, _T,
 
 def check_canonical(header: msgspec.Struct, header_bytes: bytes, payload: Any, payload_bytes: bytes) -> bool:
     """Whether header and payload bytes are exactly the RFC 8785 forms of their decoded values."""
+    return _is_canonical(header, header_bytes) and _is_canonical(payload, payload_bytes)
+
+
+_MAX_SAFE: Final = 2**53
+_ASTRAL_LEAD: Final = re.compile(rb"[\xf0-\xf4]")
+
+
+def _safe_value(v: Any) -> bool:
+    """No float and no integer beyond 2**53 inside ``v`` (where msgspec and JCS print numbers differently)."""
+    if isinstance(v, str | bool) or v is None:
+        return True
+    if isinstance(v, int):
+        return -_MAX_SAFE <= v <= _MAX_SAFE
+    if isinstance(v, list | tuple):
+        return all(map(_safe_value, v))
+    if isinstance(v, dict):
+        return all(map(_safe_value, v.values()))
+    return False
+
+
+def _numbers_print_alike(payload: Any) -> bool:
+    """Whether every number in ``payload`` prints the same in msgspec and RFC 8785 (ints within 2**53).
+
+    Integer fields of our Structs are bounded by their ``__post_init__``; only constraint values can hold floats.
+    """
+    if isinstance(payload, Claims):
+        for cap in payload.caps:
+            for cs in cap.args.values():
+                for c in cs:
+                    if isinstance(c, Range) and not (_safe_value(c.min) and _safe_value(c.max)):
+                        return False
+                    if isinstance(c, Exact) and not _safe_value(c.value):
+                        return False
+                    if isinstance(c, OneOf) and not _safe_value(c.values):
+                        return False
+        return True
+    return isinstance(payload, Header) or getattr(payload, "__jcs_plain__", False) is True
+
+
+def _is_canonical(value: msgspec.Struct, data: bytes) -> bool:
+    """Whether ``data`` is exactly the RFC 8785 form of the Struct ``value``.
+
+    Fast path: msgspec's sorted compact encoding escapes strings exactly like RFC 8785 and prints integers alike, so
+    when it equals ``data``, every number prints alike, and no key holds a non-BMP character (UTF-8 lead bytes
+    0xF0..0xF4, where code-point order and UTF-16 order differ), ``data`` is canonical. Otherwise run full JCS.
+    """
     try:
-        return canonicalize(msgspec.to_builtins(header)) == header_bytes and (
-            canonicalize(msgspec.to_builtins(payload)) == payload_bytes
-        )
+        fast = msgspec.json.encode(value, order="sorted")
+    except (TypeError, ValueError, OverflowError):
+        fast = b""
+    if fast == data and (data.isascii() or _ASTRAL_LEAD.search(data) is None) and _numbers_print_alike(value):
+        return True
+    try:
+        return canonicalize(msgspec.to_builtins(value)) == data
     except CanonicalizationError:
         return False
 
 
-def decode_link(text: str) -> Link:
-    """Decode one link of a chain."""
+def decode_link(text: str, digest: str | None = None) -> Link:
+    """Decode one link of a chain (``digest``: its :func:`link_digest`, when the caller already has it)."""
     if not text.isascii():
         raise DecodeError("malformed")
     header, claims, hb, pb, signing_input, sig = decode_jws(text, Claims, LINK_TYP)
-    return Link(text, link_digest(text), header, claims, hb, pb, signing_input, sig)
+    return Link(text, digest or link_digest(text), header, claims, hb, pb, signing_input, sig)
 
 
 def decode_chain(token: object) -> list[Link]:

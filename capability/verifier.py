@@ -174,14 +174,16 @@ class Verifier:
         if len(parts) > self.max_depth:
             raise _Deny(Reason.DEPTH_EXCEEDED)
         cached: list[bool] = []
+        use_cache = self._cache_size > 0
         for part in parts:
-            hit = self._cache.get(link_digest(part)) if part.isascii() else None
+            digest = link_digest(part) if use_cache and part.isascii() else None
+            hit = self._cache.get(digest) if digest is not None else None
             if hit is not None:
                 links.append(hit)
                 cached.append(True)
                 continue
             try:
-                links.append(decode_link(part))
+                links.append(decode_link(part, digest))
             except DecodeError as exc:
                 raise _Deny(_DECODE_REASON.get(exc.kind, Reason.MALFORMED)) from None
             cached.append(False)
