@@ -76,6 +76,13 @@ def test_finding_fields() -> None:
     assert gh.confidence > email.confidence > 0.5
 
 
+def test_stage_without_builtins_runs_custom_only() -> None:
+    ctx = ScanContext(event=ContentScan(kind=ContentKind.OUTPUT, text=TEXT), policy=policy())
+    ctx.texts.append(ScanText(content=Content(kind=ContentKind.OUTPUT, text=TEXT), match_text=TEXT))
+    DlpStage(()).run(ctx)
+    assert ctx.findings == []
+
+
 def test_clean_text_has_no_findings() -> None:
     assert run("The quarterly report is attached; version 1.2.3 ships on Monday at 10:30.") == []
 

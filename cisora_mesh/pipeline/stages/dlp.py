@@ -93,11 +93,13 @@ class DlpStage:
         # One RE2 set over every built-in: a single pass says which detectors are worth running. The set is
         # built here rather than through `_regex.PatternSet` because that class treats `Set.Compile()`'s return
         # value as a success flag, and google-re2 1.1 returns None from it.
-        self._set = re2.Set.SearchSet(_set_options())
-        for detector in detectors:
-            if self._set.Add(detector.regex) < 0:
-                raise PatternError(f"{detector.rule_id}: rejected by the pattern set")
-        self._set.Compile()
+        self._set: re2.Set | None = None
+        if detectors:
+            self._set = re2.Set.SearchSet(_set_options())
+            for detector in detectors:
+                if self._set.Add(detector.regex) < 0:
+                    raise PatternError(f"{detector.rule_id}: rejected by the pattern set")
+            self._set.Compile()
 
     @property
     def detectors(self) -> tuple[Detector, ...]:
@@ -133,7 +135,7 @@ class DlpStage:
         is_ascii = text.isascii()
         data = text.encode("ascii") if is_ascii else text.encode("utf-8")
         raw: list[tuple[Detector, Verdict, int, int, float]] = []
-        hits = self._set.Match(data)
+        hits = self._set.Match(data) if self._set is not None else None
         if hits:
             for index in sorted(hits):
                 compiled = self._detectors[index]
@@ -261,12 +263,11 @@ def _drop_shadowed_generic(found: list[Finding]) -> list[Finding]:
     specific = [(f.start, f.end) for f in found if f.rule_id != GENERIC_RULE and f.category == "secret"]
     if not specific:
         return found
-    return [
-        f
-        for f in found
-        if f.rule_id != GENERIC_RULE
-        or not any(
-            s is not None and e is not None and f.start is not None and f.end is not None and s < f.end and f.start < e
-            for s, e in specific
-        )
-    ]
+    return [f for f in found if f.rule_id != GENERIC_RULE or not any(_overlaps(f, span) for span in specific)]
+
+
+def _overlaps(finding: Finding, span: tuple[int | None, int | None]) -> bool:
+    start, end = span
+    if start is None or end is None or finding.start is None or finding.end is None:
+        return False
+    return start < finding.end and finding.start < end
