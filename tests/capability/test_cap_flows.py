@@ -365,3 +365,17 @@ def test_claims_roundtrip_through_wire() -> None:
     for link in decode_chain(token):
         again = msgspec.json.decode(msgspec.json.encode(link.claims), type=type(link.claims))
         assert again == link.claims
+
+
+def test_links_are_standard_jws_readable_by_pyjwt() -> None:
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    w = World()
+    token, _ = w.chain(2)
+    root, child = token.split("~")
+    anchor_key = Ed25519PublicKey.from_public_bytes(w.anchor.public.raw)
+    decoded = jwt.PyJWS().decode_complete(root, anchor_key, algorithms=["EdDSA"])
+    assert json.loads(decoded["payload"])["iss"] == w.anchor.kid
+    holder_key = Ed25519PublicKey.from_public_bytes(w.keys[0].public.raw)
+    assert json.loads(jwt.PyJWS().decode_complete(child, holder_key, algorithms=["EdDSA"])["payload"])["prf"]

@@ -165,3 +165,37 @@ def test_token_encode_decode_round_trip(rules: Any, budget: Any, ttl: int) -> No
     assert link.claims.budget == budget
     assert link.claims.exp == NOW + ttl
     assert link.header.kid == ANCHOR.kid
+
+
+EXACT_VALUES = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**60), 2**60),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=6),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=3), inner, max_size=3),
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=EXACT_VALUES, lo=st.one_of(st.integers(-(2**60), 2**60), st.floats(-1e30, 1e30)))
+def test_canonical_fast_path_agrees_with_jcs(value: Any, lo: Any) -> None:
+    import msgspec
+
+    from capability.model import Claims
+    from capability.tokens import _is_canonical
+
+    caps = [capability(RES, ["call"], {"/v": Exact(value=value), "/n": Range(min=lo)})]
+    claims = Claims(
+        iss=ANCHOR.kid, sub=A.public.b64(), aud=AUD, iat=NOW, nbf=NOW, exp=NOW + 1, jti="j", caps=tuple(caps)
+    )
+    jcs = canonicalize(msgspec.to_builtins(claims))
+    assert _is_canonical(claims, jcs)
+    fast = msgspec.json.encode(claims, order="sorted")
+    assert _is_canonical(claims, fast) is (fast == jcs)
