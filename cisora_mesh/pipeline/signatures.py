@@ -32,6 +32,9 @@ class Signature:
     pattern: str
     kinds: frozenset[ContentKind] | None = None  # None: every scanned kind
     candidate: bool = False  # only proposes an encoded blob to decode and re-scan; never a finding by itself
+    # Supporting evidence only: wording that sets up a persona or mentions chat markup is common in harmless
+    # role-play and in questions about LLMs, so on its own it must stay below the review threshold (see scoring).
+    supporting: bool = False
 
 
 # Content that an agent did not write itself: instructions addressed to the model are suspicious here.
@@ -48,7 +51,7 @@ _MODEL: Final = (
     r"(?:ai|a\.i\.|assistant|ai assistant|language model|llm|model|agent|chatbot|bot|gpt|chatgpt|gpt-?\d[\w.-]*|"
     r"claude|gemini|llama|copilot)"
 )
-_PRIOR: Final = r"(?:previous|prior|above|earlier|preceding|former|foregoing|original|initial|old|system|developer|all)"
+_PRIOR: Final = r"(?:previous|prior|above|earlier|preceding|former|foregoing|original|initial|old|system|developer)"
 _DIRECTIVES: Final = (
     r"(?:instructions?|prompts?|rules|directions?|directives|guidelines|guidance|context|messages|commands|orders|"
     r"programming|constraints|polic(?:y|ies)|restrictions|tasks?)"
@@ -69,8 +72,10 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         H,
         0.9,
         rf"(?i)\b(?:ignore|disregard|forget|skip|bypass|override|overrule|discard|abandon|drop|neglect|set aside)\s+"
-        rf"(?:all\s+|any\s+|the\s+|your\s+|my\s+|of\s+|these\s+|those\s+|every\s+|and\s+)*{_PRIOR}\s+"
-        rf"(?:\w+\s+)?{_DIRECTIVES}",
+        # Either a "previous/system/..." adjective (one free word allowed: "previous safety rules") or "all"
+        # directly before the directive ("ignore all rules", but not "skip all block rules").
+        rf"(?:(?:all|any|the|your|my|of|these|those|every|and)\s+)*(?:{_PRIOR}\s+(?:\w+\s+)?|all\s+(?:of\s+)?"
+        rf"(?:(?:the|your|my|these|those)\s+)?){_DIRECTIVES}",
     ),
     Signature(
         "PI-OVERRIDE-002",
@@ -80,7 +85,8 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         r"(?i)\b(?:ignore|disregard|forget)\s+(?:about\s+)?(?:everything|all(?:\s+of)?\s+(?:that|this|the\s+above))\s+"
         r"(?:you(?:'ve|\s+have|\s+were|\s+are)?\s+(?:been\s+)?(?:told|said|instructed|given|learned|know)|"
         r"(?:above|before|prior|previously|so\s+far|said|written))|\b(?:ignore|disregard|forget)\s+(?:all\s+|everything\s+)"
-        r"[^.\n]{0,30}\b(?:before|above|prior\s+to|preceding)\s+(?:this|here|now)\b",
+        r"[^.\n]{0,30}\b(?:before|above|prior\s+to|preceding)\s+(?:this|here|now)\b|\b(?:ignore|disregard|forget)\s+"
+        r"everything\s+(?:from|about|of)\s+(?:chat\s?gpt|openai|anthropic|your\s+(?:training|programming|rules|creators))",
     ),
     Signature(
         "PI-OVERRIDE-003",
@@ -321,6 +327,7 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         r"(?i)\b(?:append|add|include|insert|put|encode|embed|attach|concatenate)\b[^.\n]{0,60}\b(?:to|in|into|as)\s+"
         r"(?:the\s+|this\s+|a\s+)?(?:url|link|query\s+string|query\s+parameter|image\s+(?:url|link|source)|"
         r"markdown\s+image|src|href)\b",
+        supporting=True,
     ),
     Signature(
         "PI-EXFIL-003",
@@ -404,7 +411,8 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         "tool_coercion",
         H,
         0.6,
-        r"(?i)\b(?:send|transfer|wire|move|pay)\b[^.\n]{0,60}\bto\s+(?:the\s+|this\s+|my\s+|an?\s+)?(?:account|iban|"
+        # Not "pay": invoices legitimately say "pay to IBAN ...".
+        r"(?i)\b(?:send|transfer|wire|move)\b[^.\n]{0,60}\bto\s+(?:the\s+|this\s+|my\s+|an?\s+)?(?:account|iban|"
         r"wallet|bank\s+account)\b|\b(?:modify|change|update|set|replace)\s+the\s+(?:recipient|beneficiary|payee|iban|"
         r"account\s+number|destination\s+account)\b[^.\n]{0,40}\bto\b",
         kinds=THIRD_PARTY,
@@ -416,7 +424,8 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         H,
         0.6,
         r"(?i)\b(?:change|reset|set|update)\s+(?:the\s+)?(?:user'?s\s+|admin\s+|account\s+|my\s+)?password\s+"
-        r"(?:of\s+[^.\n]{0,30}?\s+)?to\s+['\"`]?\S",
+        # The new value must look like a literal (digit, underscore or quoted), not "to a random string".
+        r"(?:of\s+[^.\n]{0,30}?\s+)?to\s+(?:[\w!@#$%^&*.-]*[\d_][\w!@#$%^&*.-]*|['\"`][^'\"`\s]{3,}['\"`])",
         kinds=THIRD_PARTY,
     ),
     Signature(
@@ -455,6 +464,7 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         r"(?i)\b(?:visit|open|go\s+to|navigate\s+to|browse\s+to|click\s+on|send)\s+(?:a\s+|the\s+|this\s+)?(?:website|"
         r"web\s*site|page|site|link|url)\s+(?:at\s+(?:the\s+link\s+)?)?['\"]?(?:https?://|www\.)",
         kinds=THIRD_PARTY,
+        supporting=True,
     ),
     # --- jailbreak_persona: replaces the model's identity or rules with an unrestricted persona -------------
     Signature(
@@ -472,8 +482,9 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         "jailbreak_persona",
         H,
         0.85,
-        r"[\[(]\s*(?:DAN|BetterDAN|STAN|DUDE|AntiGPT|UCAR|JAILBREAK|JAILBROKEN|CLASSIC|(?i:developer\s+mode\s+"
-        r"output|jailbreak))\s*[\])]\s*:|(?i:\(\s*developer\s+mode\s+output\s*\))|🔓|🔒",
+        # Markdown often escapes the brackets ("\[DAN\]:"), hence the optional backslashes.
+        r"\\?[\[(]\s*(?:DAN|BetterDAN|STAN|DUDE|AntiGPT|UCAR|JAILBREAK|JAILBROKEN|CLASSIC|(?i:developer\s+mode\s+"
+        r"output|jailbreak))\s*\\?[\])]\s*:|(?i:\(\s*developer\s+mode\s+output\s*\))|🔓|🔒",
     ),
     Signature(
         "PI-JB-003",
@@ -483,7 +494,9 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         rf"(?i)\b(?:(?:chat)?gpt|{_MODEL}|you)\s+(?:with|in)\s+developer\s+mode\b|\bdeveloper\s+mode\s+"
         rf"(?:enabled|output|response|activated)\b[^.\n]{{0,40}}\b(?:you|chatgpt|ai|policies|generate)|"
         rf"\b(?:simulate|emulate|stay\s+in|pretend\s+to\s+be\s+in)\s+(?:the\s+)?developer\s+mode\b|"
-        rf"\b(?:developer|dan|jailbreak|god|evil|unfiltered)\s+mode\s+(?:responses?|outputs?|answers?)\b",
+        rf"\b(?:developer|dan|jailbreak|god|evil|unfiltered)\s+mode\s+(?:responses?|outputs?|answers?)\b|"
+        rf"\b(?:pretend\s+to\s+be\s+in|remain\s+in|stay\s+in|enter|activate|switch\s+to)\s+(?:the\s+)?[\"']?(?:opposite|"
+        rf"antigpt|dan|jailbreak|jailbroken|chaos|evil|unfiltered|uncensored|god)[\"']?\s+mode\b",
     ),
     Signature(
         "PI-JB-004",
@@ -539,6 +552,7 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         rf"(?i)\bfrom\s+now\s+on,?\s+you\s+(?:are\s+going\s+to|will|must|shall)\s+(?:act|behave|respond|answer|"
         rf"pretend|be|operate)\s+(?:as|like)\b|\b(?:act|behave|pretend\s+to\s+be|roleplay)\s+as\s+(?:an?\s+)?"
         rf"{_MODEL}\s+(?:that|which|who|without|with\s+no)\b",
+        supporting=True,
     ),
     Signature(
         "PI-JB-009",
@@ -554,9 +568,10 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         "jailbreak_persona",
         M,
         0.6,
-        r"(?i)\b(?:two|2)\s+(?:different\s+|separate\s+|distinct\s+)?(?:responses|answers|ways|paragraphs)\b[^\n]{0,120}"
+        r"(?i)\b(?:two|2)\s+(?:different\s+|separate\s+|distinct\s+)?(?:responses|answers|ways|paragraphs|personas)\b"
+        r"[^\n]{0,160}"
         r"\b(?:jailbreak|jailbroken|unfiltered|dan|developer\s+mode|one\s+normal|as\s+yourself|without\s+(?:any\s+)?"
-        r"(?:filters|restrictions|censorship))\b|\b(?:answer|respond\s+to)\s+every\s+(?:question|prompt|message)\s+in\s+"
+        r"(?:filters|restrictions|censorship)|no\s+restrictions|opposite)\b|\b(?:answer|respond\s+to)\s+every\s+(?:question|prompt|message)\s+in\s+"
         r"two\s+(?:different\s+|separate\s+)?ways\b",
     ),
     Signature(
@@ -578,9 +593,30 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         "jailbreak_persona",
         M,
         0.5,
-        r"(?i:\byou\s+are\s+now)\s+(?:called\s+|named\s+)?[A-Z][A-Za-z0-9]*[A-Z0-9][A-Za-z0-9]*\b|(?i)\byou\s+"
+        r"(?i:\byou\s+are\s+now)\s+(?:called\s+|named\s+)?[A-Z][A-Za-z0-9]+\b|(?i)\byou\s+"
         r"(?:are|will|shall)\b[^.\n]{0,60}\bwhich\s+stands\s+for\b|(?i)\byou\s+(?:will\s+)?(?:lose|loose)\s+\d+\s+"
         r"tokens\b|(?i)\btokens?\b[^.\n]{0,40}\bcease\s+to\s+exist\b",
+        supporting=True,
+    ),
+    # --- response_priming: dictates the first words of the answer so the model starts past its refusal ---------
+    Signature(
+        "PI-PRIME-001",
+        "response_priming",
+        H,
+        0.7,
+        r"(?i)\b(?:start|begin|open|prefix)\s+(?:your\s+|each\s+|every\s+|the\s+)?(?:response|reply|answer|output)s?\s+"
+        r"(?:with|using|by\s+(?:saying|writing))\b[^\n]{0,80}?['\"<]?\s*(?:sure|absolutely|of\s+course|certainly)"
+        r",?\s+here\s+(?:is|are|'s)\b",
+    ),
+    Signature(
+        "PI-PRIME-002",
+        "response_priming",
+        M,
+        0.6,
+        r"(?i)\b(?:disregard|ignore|set\s+aside|without\s+(?:regard\s+(?:to|for)|considering))\s+(?:any\s+|all\s+|the\s+)?"
+        r"(?:possible\s+|potential\s+)?(?:ethical|moral|legal)\s+(?:and\s+(?:ethical|moral|legal)\s+)?(?:implications|"
+        r"concerns|considerations|consequences|objections)|\balways\s+(?:fulfills?|complies\s+with|obeys?)\s+(?:the\s+)?"
+        r"(?:user'?s?\s+)?(?:requests?|demands?|commands?)\b[^.\n]{0,40}\b(?:questionable|unethical|harmful|illegal)",
     ),
     # --- delimiter_injection: fake conversation structure --------------------------------------------------
     Signature(
@@ -597,6 +633,7 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         H,
         0.75,
         r"\[/?(?:INST|SYS)\]|<</?SYS>>",
+        supporting=True,
     ),
     Signature(
         "PI-DELIM-003",
@@ -605,6 +642,7 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         0.6,
         r"(?i)</?\s*(?:system|system_prompt|system_message|sys|instructions?|user_query|user_input|admin|"
         r"function_results|tool_result|tool_output|developer|assistant_response)\s*>",
+        supporting=True,
     ),
     Signature(
         "PI-DELIM-004",
@@ -658,6 +696,8 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         r"[^.\n]{0,60}(?:~/\.ssh|\.ssh/|id_rsa|id_ed25519|\.aws/credentials|/etc/passwd|/etc/shadow|\bmcp\.json|"
         r"\.cursor/|\.npmrc|\.pypirc|\.netrc|\.git-credentials|\.env(?:\s|$|[`'\")\],;])|\.kube/config|\.docker/config\.json|"
         r"authorized_keys|known_hosts|keychain)",
+        # Documentation (RAG ingest) explains these files all the time; tool text has no reason to send the model there.
+        kinds=TOOL_TEXT,
     ),
     Signature(
         # Concealment from the human: the hallmark of a poisoned description.
@@ -767,4 +807,5 @@ CATEGORIES: Final = (
     "jailbreak_persona",
     "delimiter_injection",
     "tool_poisoning",
+    "response_priming",
 )

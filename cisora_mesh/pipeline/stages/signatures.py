@@ -17,10 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-import re2
-
-from cisora_mesh._regex import PatternSet, _options, compile_linear
-from cisora_mesh.errors import PatternError
+from cisora_mesh._regex import PatternSet, compile_linear
 from cisora_mesh.events import ContentKind, Finding
 from cisora_mesh.pipeline.base import ScanContext, ScanText, raise_score
 from cisora_mesh.pipeline.scoring import ScoreModel, load_model
@@ -61,7 +58,7 @@ class SignatureStage:
 
     def __init__(self, signatures: Sequence[Signature] = SIGNATURES, model: ScoreModel | None = None) -> None:
         self._signatures = tuple(signatures)
-        self._set = _build_set([s.pattern for s in self._signatures], [s.rule_id for s in self._signatures])
+        self._set = PatternSet([s.pattern for s in self._signatures], names=[s.rule_id for s in self._signatures])
         # Per-rule regexes for spans, run only for the rules the set pass reported.
         self._compiled = [compile_linear(s.pattern, name=s.rule_id) for s in self._signatures]
         self.model = model if model is not None else load_model()
@@ -72,18 +69,25 @@ class SignatureStage:
         """Every rule hit in `text` for a content of `kind` (spans in `text`)."""
         out: list[Hit] = []
         decodes = 0
-        for index in self._set.matching(text):
+        indices = self._set.matching(text)
+        if not indices:
+            return out
+        # The RE2 binding encodes a str to UTF-8 and maps byte offsets back to characters on every call; for ASCII
+        # text (the normaliser's fast path, most traffic) bytes and characters coincide, so encode once instead.
+        subject: str | bytes = text.encode("ascii") if text.isascii() else text
+        for index in indices:
             sig = self._signatures[index]
             if not _applies(sig, kind):
                 continue
             regex = self._compiled[index]
             spans = 0
-            for match in regex.finditer(text):
+            for match in regex.finditer(subject):
                 if sig.candidate:
                     if decodes >= MAX_DECODES:
                         break
                     decodes += 1
-                    decoded = _decode(sig.rule_id, match.group(0))
+                    blob = match.group(0)
+                    decoded = _decode(sig.rule_id, blob.decode("ascii") if isinstance(blob, bytes) else blob)
                     if decoded is None:
                         continue
                     inner = self.hits_plain(decoded, kind)
@@ -154,33 +158,6 @@ class SignatureStage:
             location=scan_text.location,
             action=None,
         )
-
-
-class _Set:
-    """Stand-in for `PatternSet` while `_regex.PatternSet` rejects every non-empty set.
-
-    google-re2 1.1's `Set.Compile()` returns None (it raises on failure instead of returning False), which
-    `PatternSet.__init__` reads as "exceeds the memory budget". Same one-pass semantics; remove once fixed.
-    """
-
-    def __init__(self, patterns: Sequence[str]) -> None:
-        self._set = re2.Set.SearchSet(_options())
-        for pattern in patterns:
-            self._set.Add(pattern)
-        self._set.Compile()
-
-    def matching(self, text: str) -> list[int]:
-        hits = self._set.Match(text)
-        return sorted(hits) if hits else []
-
-
-def _build_set(patterns: Sequence[str], names: Sequence[str]) -> PatternSet | _Set:
-    try:
-        return PatternSet(patterns, names=names)
-    except PatternError:
-        for pattern, name in zip(patterns, names, strict=True):
-            compile_linear(pattern, name=name)  # a real syntax error must still fail loudly
-        return _Set(patterns)
 
 
 def _applies(sig: Signature, kind: ContentKind) -> bool:
