@@ -58,7 +58,7 @@ BUILTIN_DETECTORS: Final[tuple[Detector, ...]] = (
     # SSN written AAA-GG-SSSS or with spaces; a bare 9-digit run only next to an explicit "SSN" label.
     Detector(
         "DLP-PII-US-SSN", "US_SSN", "pii", HIGH, 0.85,
-        r"\d{3}-\d{2}-\d{4}|\d{3} \d{2} \d{4}",
+        r"\b(?:\d{3}-\d{2}-\d{4}|\d{3} \d{2} \d{4})\b",
         validator=v.us_ssn, left=DIGITS + "-", right=DIGITS + "-",
     ),
     Detector(
@@ -66,10 +66,12 @@ BUILTIN_DETECTORS: Final[tuple[Detector, ...]] = (
         r"(?i:\bssn|social security (?:number|no\.?|#))\s*(?:is|:|#|=)?\s*(\d{9})",
         validator=v.us_ssn, group=1, right=DIGITS,
     ),
-    # 13-19 digits contiguous, or in the printed 4-4-4-4(-3), 4-6-5 (Amex) and 4-6-4 (Diners) groupings.
+    # 13-19 digits contiguous, or in the printed 4-4-4-4(-3), 4-6-5 (Amex) and 4-6-4 (Diners) groupings, starting
+    # with a digit some network issues under (2-6, or legacy JCB 1800): ms timestamps and ids never get this far.
+    # `\b` (zero-width, ASCII word boundary) keeps sub-runs of longer digit strings out of the candidates.
     Detector(
         "DLP-PII-PAYMENT-CARD", "CREDIT_CARD", "pii", HIGH, 0.9,
-        r"\d{13,19}|\d{4}[ \-]\d{4}[ \-]\d{4}[ \-]\d{1,4}(?:[ \-]\d{3})?|\d{4}[ \-]\d{6}[ \-]\d{4,5}",
+        r"\b(?:[2-6]\d{3}|1800)(?:\d{9,15}|[ \-]\d{4}[ \-]\d{4}[ \-]\d{1,4}(?:[ \-]\d{3})?|[ \-]\d{6}[ \-]\d{4,5})\b",
         validator=v.payment_card, left=DIGITS + "-", right=DIGITS + "-",
     ),
     Detector(
@@ -78,22 +80,28 @@ BUILTIN_DETECTORS: Final[tuple[Detector, ...]] = (
         validator=v.email, right=TOK,
     ),
     # NANP: optional +1, area code optionally in parentheses, separators space/dot/dash, optional extension.
+    # Word boundaries in the regex keep digit sub-runs (timestamps, ids) from ever becoming candidates.
     Detector(
         "DLP-PII-US-PHONE", "PHONE_NUMBER", "pii", MED, 0.7,
-        r"(?:\+?1[ .\-]?)?(?:\([2-9]\d{2}\) ?|[2-9]\d{2}[ .\-]?)[2-9]\d{2}[ .\-]?\d{4}(?: ?(?:x|ext\.?) ?\d{1,5})?",
+        r"(?:(?:\+1[ .\-]?|\b1[ .\-]?)?\([2-9]\d{2}\) ?|(?:\+1[ .\-]?|\b1[ .\-]?|\b)[2-9]\d{2}[ .\-]?)"
+        r"[2-9]\d{2}[ .\-]?\d{4}(?: ?(?:x|ext\.?) ?\d{1,5})?\b",
         validator=v.nanp_phone, left=_WORD + "+-.", right=TOK + ".",
     ),
     # A dotted quad not inside a longer dotted run (version strings like 1.2.3.4.5).
     Detector(
         "DLP-PII-IPV4", "IP_ADDRESS", "pii", LOW, 0.6,
-        r"(?:\d{1,3}\.){3}\d{1,3}",
+        r"\b(?:\d{1,3}\.){3}\d{1,3}\b",
         validator=v.ipv4, left=_WORD + ".", right=_WORD + ".",
     ),
-    # RFC 4291 text forms, incl. '::' compression and an embedded dotted quad; `ipaddress` decides.
+    # RFC 4291 text forms: eight groups, or '::' compression (optionally with an embedded dotted quad);
+    # `ipaddress` decides. The left boundary is part of the regex (not a Python check) so that the '::' of
+    # `std::vector` or `Foo::bar` in code never becomes a candidate; clock times (12:30:45) cannot match.
     Detector(
         "DLP-PII-IPV6", "IP_ADDRESS", "pii", LOW, 0.6,
-        r"(?:[0-9A-Fa-f]{1,4})?(?::[0-9A-Fa-f]{0,4}){2,7}(?:\.\d{1,3}){0,3}",
-        validator=v.ipv6, left=_WORD + ":.", right=_WORD + ":.",
+        r"(?:^|[^0-9A-Za-z_:.])((?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){7}"
+        r"|(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6})?::(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6})?)"
+        r"(?:\.\d{1,3}){0,3})",
+        validator=v.ipv6, group=1, right=_WORD + ":.",
     ),
     # ISO 13616 IBAN (compact or in groups of four); the mod-97 check rejects nearly all look-alikes.
     Detector(
@@ -344,8 +352,10 @@ BUILTIN_DETECTORS: Final[tuple[Detector, ...]] = (
         r"(?i:[a-z0-9_.\-]*(?:password|passwd|passphrase|pwd|secret|api[_\-]?key|apikey|access[_\-]?token"
         r"|auth[_\-]?token|client[_\-]?secret|private[_\-]?key|token))(?:\\?[\"'\]])?\s*(?::=|=>|[:=])\s*"
         r"(?:\\?[\"'`])?"
-        r"([^\s\"'`,;<>]{8,200})",
-        validator=v.generic_secret, group=1,
+        # The value must hold an upper-case letter or a digit (see validators.generic_secret): saying so in the
+        # regex keeps `token = get_token()` and other lower-case identifiers out of the candidates entirely.
+        r"([^\s\"'`,;<>()]*[A-Z0-9][^\s\"'`,;<>()]*)",
+        validator=v.generic_secret, group=1, right="(",
     ),
 )
 # fmt: on

@@ -122,8 +122,7 @@ def generic_secret(value: str) -> float:
     classes, >= 3 bits/char of entropy, and not a reference to something else (variables, env lookups, calls).
     """
     stripped = value.strip("\"'`")
-    counts = Counter(stripped)
-    if len(stripped) < 8 or is_placeholder(stripped, counts):
+    if len(stripped) < 8:
         return 0.0
     # References rather than values: $VAR, \\$VAR, %VAR%, #id, /a/b, ./x, URLs, AWS ARNs, calls, env lookups.
     if (
@@ -135,6 +134,9 @@ def generic_secret(value: str) -> float:
     ):
         return 0.0
     if stripped.lower() in {"true", "false", "null", "none", "password", "secret"}:
+        return 0.0
+    counts = Counter(stripped)
+    if is_placeholder(stripped, counts):
         return 0.0
     entropy = shannon_entropy(stripped, counts)
     if _classes(stripped) < 2 or entropy < 3.0:
@@ -258,7 +260,13 @@ def ipv4(value: str) -> float:
 
 
 def ipv6(value: str) -> float:
-    """RFC 4291 text form, validated by `ipaddress` (RFC 5952 variants accepted); `::`/`::1` rejected."""
+    """RFC 4291 text form, validated by `ipaddress` (RFC 5952 variants accepted); `::`/`::1` rejected.
+
+    Identifiers made only of hex letters (`add::beef`, `Cafe::Face` paths in code) parse as addresses but are
+    almost never real ones, so a digit is required.
+    """
+    if not any(c.isdigit() for c in value):
+        return 0.0
     try:
         address = ipaddress.IPv6Address(value)
     except ValueError:

@@ -57,6 +57,8 @@ POSITIVES: list[tuple[str, str, str]] = [
     ("DLP-PII-US-PHONE", "call +1 212.867.5309 now", "+1 212.867.5309"),
     ("DLP-PII-IPV4", "server at 93.184.216.34.", "93.184.216.34"),
     ("DLP-PII-IPV6", "host 2001:4860:4860::8888 replied", "2001:4860:4860::8888"),
+    ("DLP-PII-IPV6", "full 2001:0db8:85a3:0000:0000:8a2e:0370:7334,", "2001:0db8:85a3:0000:0000:8a2e:0370:7334"),
+    ("DLP-PII-IPV6", "mapped ::ffff:198.51.100.7 ok", "::ffff:198.51.100.7"),
     ("DLP-PII-IBAN", "IBAN GB82 WEST 1234 5698 7654 32 please", "GB82 WEST 1234 5698 7654 32"),
     ("DLP-SECRET-PRIVATE-KEY", f"key:\n{PEM}\nthanks", PEM),
     (
@@ -151,16 +153,19 @@ NEGATIVES: list[tuple[str, str]] = [
     ("DLP-PII-PAYMENT-CARD", "card 4111 1111 1111 1112"),  # Luhn-invalid
     ("DLP-PII-PAYMENT-CARD", "id 1234567890123452"),  # Luhn-valid, no network prefix
     ("DLP-PII-PAYMENT-CARD", "4111-1111-1111-1111-1111-11"),  # longer digit run
+    ("DLP-PII-PAYMENT-CARD", "ts=1714566645123 and id 94111111111111111"),  # no issuer prefix / inside a run
     ("DLP-PII-EMAIL", "user@localhost and @handle and a@b.c"),
     ("DLP-PII-EMAIL", "bad .dot.@example.com"),
     ("DLP-PII-US-PHONE", "(123) 456-7890"),  # area code starts with 1
     ("DLP-PII-US-PHONE", "415-155-2671"),  # exchange starts with 1
     ("DLP-PII-US-PHONE", "call 911-555-2671"),  # N11 service code
+    ("DLP-PII-US-PHONE", "order 17145666451234 and 4155552671999"),  # sub-runs of longer digit strings
     ("DLP-PII-IPV4", "999.1.1.1"),
     ("DLP-PII-IPV4", "version 1.2.3.4.5 released"),
     ("DLP-PII-IPV4", "localhost 127.0.0.1 and 0.0.0.0"),
     ("DLP-PII-IPV6", "12:30:45 and std::vector and ::1"),
     ("DLP-PII-IPV6", "mac 00:1a:2b:3c:4d:5e"),
+    ("DLP-PII-IPV6", "use Cafe::Face and add::beef::ab in Rust"),
     ("DLP-PII-IBAN", "GB82 WEST 1234 5698 7654 33"),  # mod-97 fails
     ("DLP-SECRET-PRIVATE-KEY", "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA\n"),
     ("DLP-SECRET-PRIVATE-KEY", "the BEGIN PRIVATE KEY header"),
@@ -216,6 +221,7 @@ NEGATIVES: list[tuple[str, str]] = [
     ("DLP-SECRET-GENERIC-ASSIGNMENT", "password = 'hunter2'"),  # short, low entropy
     ("DLP-SECRET-GENERIC-ASSIGNMENT", "PASSWORD=$(get-setting LOCAL_DATABASE_PASSWORD)"),
     ("DLP-SECRET-GENERIC-ASSIGNMENT", "password = env.PERKEEP_TEST_PASSWORD"),
+    ("DLP-SECRET-GENERIC-ASSIGNMENT", "self.token = get_token(); self.access_token = fetch_Token2()"),
     ("DLP-SECRET-GENERIC-ASSIGNMENT", 'ChangePassword = "arn:aws:iam::aws:policy/IAMUserChangePassword"'),
     ("DLP-SECRET-GENERIC-ASSIGNMENT", '\\$pwd = \\$_POST["password"];'),
     ("DLP-SECRET-GENERIC-ASSIGNMENT", "max_tokens=4096 and token_count: 12"),
