@@ -90,16 +90,19 @@ class DlpStage:
 
     def __init__(self, detectors: Sequence[Detector] = BUILTIN_DETECTORS) -> None:
         self._detectors = [_Compiled(d) for d in detectors]
-        # One RE2 set over every built-in: a single pass says which detectors are worth running. The set is
-        # built here rather than through `_regex.PatternSet` because that class treats `Set.Compile()`'s return
-        # value as a success flag, and google-re2 1.1 returns None from it.
+        # One RE2 set over every built-in: a single pass says which detectors are worth running. It is built
+        # here rather than through `_regex.PatternSet` because matching runs on UTF-8 bytes (see `_scan`), which
+        # that class's str interface does not offer.
         self._set: re2.Set | None = None
         if detectors:
             self._set = re2.Set.SearchSet(_set_options())
             for detector in detectors:
                 if self._set.Add(detector.regex) < 0:
                     raise PatternError(f"{detector.rule_id}: rejected by the pattern set")
-            self._set.Compile()
+            try:
+                self._set.Compile()
+            except re2.error:
+                raise PatternError("built-in DLP patterns exceed the regex memory budget") from None
 
     @property
     def detectors(self) -> tuple[Detector, ...]:
