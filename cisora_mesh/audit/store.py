@@ -149,6 +149,8 @@ class AuditStore:
         self._closed = False
         self._close_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._last_batch = 1  # records in the previous batch (group-commit linger heuristic)
+        self._last_commit = 0.0  # seconds the previous commit took
         self._start_lock = threading.Lock()
 
     @property
@@ -227,9 +229,17 @@ class AuditStore:
                 jobs.append(first)
                 count = len(first.records or ())
                 # Drain what queued up while the previous batch was committing: this is the group commit.
+                # If fewer callers are waiting than last time, the others are most likely just being woken up
+                # by the previous commit: linger briefly (a fraction of a commit) so they share this one
+                # instead of each paying for a transaction of their own. A lone caller never lingers.
+                linger_until = time.monotonic() + min(self._last_commit * 0.5, 0.002)
                 while count < _MAX_BATCH:
                     try:
-                        job = self._queue.get_nowait()
+                        if count < self._last_batch:
+                            timeout = linger_until - time.monotonic()
+                            job = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+                        else:
+                            job = self._queue.get_nowait()
                     except queue.Empty:
                         break
                     if job is _STOP:
@@ -237,10 +247,15 @@ class AuditStore:
                         break
                     jobs.append(job)
                     count += len(job.records or ())
+                self._last_batch = count
             dirty = dirty or any(j.records for j in jobs)
             if interval is not None and dirty and time.monotonic() - last_cp >= interval:
                 jobs.append(_Job(None))  # a timed checkpoint nobody waits for
-            if jobs and self._commit(jobs) and any(j.records is None for j in jobs):
+            began = time.monotonic()
+            committed = bool(jobs) and self._commit(jobs)
+            if jobs:
+                self._last_commit = time.monotonic() - began
+            if committed and any(j.records is None for j in jobs):
                 last_cp = time.monotonic()
                 dirty = False
             if stop:
