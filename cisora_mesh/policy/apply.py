@@ -1,0 +1,103 @@
+"""Compose the policy engine with the detection pipeline's decision.
+
+`apply_policy(decision, event, engine)` returns a new `Decision` whose verdict is the strictest of the pipeline's
+and the policy's, and whose `policy_ids` name the policy version and every rule that matched (log_only rules
+included), so the audit record answers "which rules and which policy version applied".
+
+`PolicyMesh` wraps a `Mesh` until `Mesh` grows a policy hook: it runs the inline pipeline, applies the policy and
+only then appends the decision to the audit sink, so the recorded decision is the enforced one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from importlib import resources
+
+import msgspec
+
+from cisora_mesh.events import Decision, Event, Rewrite, Verdict
+from cisora_mesh.mesh import Mesh
+from cisora_mesh.pipeline.redaction import redact
+from cisora_mesh.pipeline.runner import decide
+from cisora_mesh.policy.engine import PolicyEngine, PolicyResult
+
+
+def load_pack(name: str = "starter") -> PolicyEngine:
+    """Load and compile a rule pack shipped in `cisora_mesh/policy/packs/<name>.policy`."""
+    if not name.isidentifier():
+        raise ValueError(f"invalid pack name {name!r}")
+    text = resources.files("cisora_mesh.policy").joinpath("packs", f"{name}.policy").read_text(encoding="utf-8")
+    return PolicyEngine.from_text(text, name=f"{name}.policy")
+
+
+def starter_pack() -> PolicyEngine:
+    return load_pack("starter")
+
+
+def apply_policy(
+    decision: Decision,
+    event: Event,
+    engine: PolicyEngine,
+    *,
+    now: datetime | float | None = None,
+    context: Mapping[str, object] | None = None,
+) -> Decision:
+    """Return `decision` with the policy's verdict and rule ids folded in (the input is not modified)."""
+    result = engine.evaluate(event, decision, now=now, context=context)
+    return merge_result(decision, event, result)
+
+
+def merge_result(decision: Decision, event: Event, result: PolicyResult) -> Decision:
+    verdict = Verdict.strictest(decision.verdict, result.verdict)
+    rewrites = decision.rewrites
+    if verdict is Verdict.REDACT and not rewrites:
+        rewrites = redaction_rewrites(decision, event)
+        if not rewrites:
+            # A rule asked for redaction but no finding has a span to remove: refusing is the only way to honour it.
+            verdict = Verdict.BLOCK
+    return msgspec.structs.replace(
+        decision, verdict=verdict, rewrites=rewrites, policy_ids=(*decision.policy_ids, *result.policy_ids)
+    )
+
+
+def redaction_rewrites(decision: Decision, event: Event) -> tuple[Rewrite, ...]:
+    """Rewrites for every finding that has a span and a redaction label (DLP-style findings)."""
+    spans: dict[str, list[tuple[int, int, str]]] = {}
+    for f in decision.findings:
+        if f.start is not None and f.end is not None and (f.label is not None or f.action is Verdict.REDACT):
+            spans.setdefault(f.location, []).append((f.start, f.end, f.label or "SENSITIVE"))
+    if not spans:
+        return ()
+    texts = {c.location: c.text for c in event.contents()}
+    return tuple(
+        Rewrite(location=loc, text=redact(texts[loc], located)) for loc, located in spans.items() if loc in texts
+    )
+
+
+class PolicyMesh:
+    """`Mesh` plus a policy engine: pipeline -> policy -> audit, in that order.
+
+    Async stages are not scheduled by this wrapper (they live behind `Mesh` internals); with async stages
+    configured, evaluation falls back to `Mesh.evaluate` and the policy-adjusted decision is audited as a second
+    record. The proposed `Mesh(policy_engine=...)` hook removes that limitation.
+    """
+
+    def __init__(self, mesh: Mesh, engine: PolicyEngine | None = None) -> None:
+        self.mesh = mesh
+        self.engine = engine
+
+    def evaluate(
+        self, event: Event, *, now: datetime | float | None = None, context: Mapping[str, object] | None = None
+    ) -> Decision:
+        if self.engine is None:
+            return self.mesh.evaluate(event)
+        if self.mesh.async_stages:
+            decision = apply_policy(self.mesh.evaluate(event), event, self.engine, now=now, context=context)
+        else:
+            policy = self.mesh.policy_for(event.subject.tenant)
+            ctx, timings = self.mesh.pipeline.run(event, policy)
+            decision = apply_policy(decide(ctx, timings), event, self.engine, now=now, context=context)
+        if self.mesh.audit is not None:
+            self.mesh.audit.append_decision(decision, event)
+        return decision

@@ -1,0 +1,383 @@
+"""Compile a parsed policy into closures once; evaluate it as a pure function.
+
+    engine = PolicyEngine.from_text(source)             # parse + compile; PolicySyntaxError on any mistake
+    result = engine.evaluate(event, decision)           # -> PolicyResult(matched rules, action, policy version)
+
+Compilation checks everything that can be checked before traffic arrives: field names, operator/value types,
+globs and RE2 regexes (linear time, so no rule can hang a worker). Evaluation reads only its arguments: no I/O,
+no global state, and no clock unless the caller injects `now`. Field values are read lazily and at most once per
+evaluation, and rules are pre-grouped by surface so an event only visits the rules that can apply to it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Final
+
+import re2
+
+from cisora_mesh._regex import compile_linear
+from cisora_mesh.errors import PatternError
+from cisora_mesh.events import Decision, Event, Finding, Severity, Verdict
+from cisora_mesh.policy.ast import (
+    NEGATED_OPS,
+    ORDER_OPS,
+    Action,
+    And,
+    Compare,
+    Expr,
+    Literal,
+    Not,
+    Op,
+    PolicyDoc,
+    Rule,
+    Scalar,
+)
+from cisora_mesh.policy.errors import PolicySyntaxError
+from cisora_mesh.policy.fields import (
+    SEVERITY_RANK,
+    EvalInput,
+    FieldSpec,
+    FieldType,
+    Getter,
+    now_from,
+    resolve,
+    surfaces_of,
+)
+from cisora_mesh.policy.parser import parse_policy
+
+Pred = Callable[[object], bool]
+Cond = Callable[["_Values"], bool]
+
+_ACTION_RANK: Final = {Action.LOG_ONLY: 0, Action.REDACT: 1, Action.REVIEW: 2, Action.BLOCK: 3}
+
+
+class _Values(dict[int, object]):
+    """Field values of one evaluation, read on first use (a rule that short-circuits never pays for the rest)."""
+
+    __slots__ = ("getters", "inp")
+
+    def __init__(self, getters: list[Getter], inp: EvalInput) -> None:
+        super().__init__()
+        self.getters = getters
+        self.inp = inp
+
+    def __missing__(self, index: int) -> object:
+        value = self.getters[index](self.inp)
+        self[index] = value
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class RuleMatch:
+    """A rule that matched, with what the audit record needs to name it."""
+
+    rule_id: str
+    version: int
+    action: Action
+    category: str
+    severity: Severity
+
+    @property
+    def ref(self) -> str:
+        return f"rule:{self.rule_id}@{self.version}"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyResult:
+    """The outcome of evaluating a policy: every matching rule, the strictest action and the policy version."""
+
+    policy: str
+    version: str
+    matched: tuple[RuleMatch, ...]
+    action: Action | None
+
+    @property
+    def verdict(self) -> Verdict:
+        return Verdict.ALLOW if self.action is None else self.action.verdict
+
+    @property
+    def rule_ids(self) -> tuple[str, ...]:
+        return tuple(m.rule_id for m in self.matched)
+
+    @property
+    def policy_ids(self) -> tuple[str, ...]:
+        """What a `Decision.policy_ids` records: the policy version, then each matched rule and its version."""
+        return (f"policy:{self.policy}@{self.version}", *(m.ref for m in self.matched))
+
+
+@dataclass(frozen=True, slots=True)
+class _CompiledRule:
+    rule: Rule
+    cond: Cond
+    match: RuleMatch
+
+
+@dataclass(slots=True)
+class _Compiler:
+    source: str
+    getters: list[Getter] = field(default_factory=list)
+    slots: dict[str, int] = field(default_factory=dict)
+
+    def error(self, node: Compare, message: str) -> PolicySyntaxError:
+        return PolicySyntaxError(message, line=node.line, column=node.column, source=self.source)
+
+    def slot(self, spec: FieldSpec) -> int:
+        if spec.name not in self.slots:
+            self.slots[spec.name] = len(self.getters)
+            self.getters.append(spec.get)
+        return self.slots[spec.name]
+
+    def expr(self, node: Expr) -> Cond:
+        if isinstance(node, Compare):
+            return self.compare(node)
+        if isinstance(node, Not):
+            inner = self.expr(node.item)
+            return lambda v: not inner(v)
+        parts = tuple(self.expr(item) for item in node.items)
+        if isinstance(node, And):
+            if len(parts) == 2:
+                a, b = parts
+                return lambda v: a(v) and b(v)
+            return lambda v: all(p(v) for p in parts)
+        if len(parts) == 2:
+            a, b = parts
+            return lambda v: a(v) or b(v)
+        return lambda v: any(p(v) for p in parts)
+
+    def compare(self, node: Compare) -> Cond:
+        spec = resolve(node.field)
+        if spec is None:
+            raise self.error(node, f"unknown field {node.field!r} (see docs/policy-language.md for the field list)")
+        value = self.check_types(node, spec)
+        positive = _positive(node.op, value, lambda message: self.error(node, message))
+        index = self.slot(spec)
+        negate = node.op in NEGATED_OPS
+        if spec.many:
+
+            def test_many(v: _Values) -> bool:
+                for item in v[index]:  # type: ignore[attr-defined]
+                    if positive(item):
+                        return True
+                return False
+
+            cond = test_many
+        elif spec.type is FieldType.ANY:
+
+            def test_any(v: _Values) -> bool:
+                item = v[index]
+                if type(item) is tuple:  # a JSON array: any element
+                    return any(positive(x) for x in item)
+                return positive(item)
+
+            cond = test_any
+        else:
+
+            def test_one(v: _Values) -> bool:
+                return positive(v[index])
+
+            cond = test_one
+        if negate:
+            inner = cond
+            return lambda v: not inner(v)
+        return cond
+
+    def check_types(self, node: Compare, spec: FieldSpec) -> Literal:
+        op, value = node.op, node.value
+        if op in (Op.IN, Op.NOT_IN):
+            if not isinstance(value, tuple):
+                raise self.error(node, f'\'{op}\' needs a list value, e.g. ["a", "b"]')
+            items: tuple[Scalar, ...] = value
+        else:
+            if isinstance(value, tuple):
+                raise self.error(node, f"'{op}' needs a single value, not a list (did you mean 'in'?)")
+            items = (value,)
+        kind = spec.type
+        if kind is FieldType.SEVERITY:
+            if op in (Op.CONTAINS, Op.MATCHES, Op.REGEX):
+                raise self.error(node, f"'{op}' does not apply to severities")
+            ranks: list[Scalar] = []
+            for item in items:
+                if item is None:
+                    ranks.append(None)
+                    continue
+                if not isinstance(item, str) or item not in SEVERITY_RANK:
+                    raise self.error(
+                        node, f'{spec.name} compares with a severity: "low", "medium", "high" or "critical"'
+                    )
+                ranks.append(SEVERITY_RANK[item])
+            return tuple(ranks) if isinstance(value, tuple) else ranks[0]
+        if op in (Op.CONTAINS, Op.MATCHES, Op.REGEX):
+            if kind in (FieldType.NUM, FieldType.BOOL):
+                raise self.error(node, f"'{op}' needs a string field; {spec.name} is a {kind.value}")
+            if not isinstance(value, str) or not value:
+                raise self.error(node, f"'{op}' needs a non-empty string value")
+        elif op in ORDER_OPS:
+            if kind in (FieldType.STR, FieldType.BOOL):
+                raise self.error(node, f"'{op}' needs a number field; {spec.name} is a {kind.value}")
+            if not _is_number(value):
+                raise self.error(node, f"'{op}' needs a number value")
+        else:
+            expected = {FieldType.STR: str, FieldType.BOOL: bool}.get(kind)
+            for item in items:
+                if item is None:
+                    continue
+                if expected is not None and not isinstance(item, expected):
+                    raise self.error(node, f"{spec.name} is a {kind.value}; cannot compare it with {item!r}")
+                if kind is FieldType.NUM and not _is_number(item):
+                    raise self.error(node, f"{spec.name} is a number; cannot compare it with {item!r}")
+        return value
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _positive(op: Op, value: Literal, error: Callable[[str], PolicySyntaxError]) -> Pred:
+    """The predicate of the positive form of `op` on one scalar field value (never true for MISSING)."""
+    if op in (Op.EQ, Op.NE):
+        return _equals(value)  # type: ignore[arg-type]
+    if op in (Op.IN, Op.NOT_IN):
+        options = tuple(_equals(item) for item in value)  # type: ignore[union-attr]
+        hashable = frozenset(item for item in value if isinstance(item, str))  # type: ignore[union-attr]
+        if len(hashable) == len(value):  # type: ignore[arg-type]
+            return lambda v: type(v) is str and v in hashable
+        return lambda v: any(o(v) for o in options)
+    if op is Op.CONTAINS:
+        needle = str(value)
+        return lambda v: type(v) is str and needle in v
+    if op is Op.MATCHES:
+        glob = _compile_glob(str(value), error)
+        return lambda v: type(v) is str and glob.fullmatch(v) is not None
+    if op is Op.REGEX:
+        try:
+            rx = compile_linear(str(value), name="regex")
+        except PatternError as exc:
+            raise error(str(exc)) from None
+        return lambda v: type(v) is str and rx.search(v) is not None
+    bound = float(value)  # type: ignore[arg-type]
+    is_num: Callable[[object], bool] = lambda v: type(v) is int or type(v) is float  # noqa: E731
+    if op is Op.LT:
+        return lambda v: is_num(v) and v < bound  # type: ignore[operator]
+    if op is Op.LE:
+        return lambda v: is_num(v) and v <= bound  # type: ignore[operator]
+    if op is Op.GT:
+        return lambda v: is_num(v) and v > bound  # type: ignore[operator]
+    return lambda v: is_num(v) and v >= bound  # type: ignore[operator]
+
+
+def _equals(value: Scalar) -> Pred:
+    if value is None or isinstance(value, bool):
+        return lambda v: v is value
+    if isinstance(value, str):
+        return lambda v: v == value
+    number = value
+    return lambda v: (type(v) is int or type(v) is float) and v == number
+
+
+_GLOB_OPTIONS: Final = re2.Options()
+_GLOB_OPTIONS.log_errors = False
+
+
+def glob_to_regex(glob: str) -> str:
+    """Translate a shell glob (`*`, `?`, `[abc]`, `[!abc]`) into an anchored-by-fullmatch RE2 pattern."""
+    out: list[str] = []
+    i, n = 0, len(glob)
+    while i < n:
+        c = glob[i]
+        if c == "*":
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "[":
+            j = i + 1
+            if j < n and glob[j] == "!":
+                j += 1
+            if j < n and glob[j] == "]":
+                j += 1
+            while j < n and glob[j] != "]":
+                j += 1
+            if j >= n:
+                out.append(re.escape(c))
+            else:
+                body = glob[i + 1 : j]
+                negate = body.startswith("!")
+                body = body[1:] if negate else body
+                out.append("[" + ("^" if negate else "") + body.replace("\\", "\\\\") + "]")
+                i = j
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "(?s)" + "".join(out)
+
+
+def _compile_glob(glob: str, error: Callable[[str], PolicySyntaxError]) -> re2._Regexp:
+    try:
+        return re2.compile(glob_to_regex(glob), _GLOB_OPTIONS)
+    except re2.error:
+        raise error("invalid glob pattern") from None
+
+
+class PolicyEngine:
+    """A compiled policy. Immutable and thread-safe once built; `evaluate` is pure."""
+
+    def __init__(self, doc: PolicyDoc, *, source: str = "<policy>") -> None:
+        compiler = _Compiler(source)
+        compiled: list[_CompiledRule] = []
+        for rule in doc.rules:
+            cond = compiler.expr(rule.condition)  # compile disabled rules too: a typo is an error either way
+            if rule.enabled:
+                match = RuleMatch(rule.id, rule.version, rule.action, rule.category, rule.severity)
+                compiled.append(_CompiledRule(rule, cond, match))
+        self.doc = doc
+        self.name = doc.name
+        self.version = doc.version
+        self._rules = tuple(compiled)
+        self._getters = compiler.getters
+        self._by_surfaces: dict[frozenset[str], tuple[_CompiledRule, ...]] = {}
+
+    @classmethod
+    def from_text(cls, text: str, *, name: str = "<policy>") -> PolicyEngine:
+        return cls(parse_policy(text, name=name), source=name)
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        """The enabled rules, in source order."""
+        return tuple(c.rule for c in self._rules)
+
+    def _candidates(self, event: Event) -> tuple[_CompiledRule, ...]:
+        surfaces = surfaces_of(event)
+        found = self._by_surfaces.get(surfaces)
+        if found is None:
+            # Benign race: two threads may both build the same tuple; either result is correct.
+            found = tuple(c for c in self._rules if not surfaces.isdisjoint(c.rule.surfaces))
+            self._by_surfaces[surfaces] = found
+        return found
+
+    def evaluate(
+        self,
+        event: Event,
+        decision_or_findings: Decision | Sequence[Finding] = (),
+        *,
+        now: datetime | float | None = None,
+        context: Mapping[str, object] | None = None,
+    ) -> PolicyResult:
+        """Evaluate every applicable rule against `event` and the pipeline's findings.
+
+        Args:
+            event: the event being decided.
+            decision_or_findings: the pipeline's `Decision` (findings and score), or just findings (score 0).
+            now: the clock, for `time.*` fields; without it those fields are missing.
+            context: caller-supplied facts for `context.*` fields (and `http.*` for non-HTTP events).
+        """
+        if isinstance(decision_or_findings, Decision):
+            findings, score = decision_or_findings.findings, decision_or_findings.score
+        else:
+            findings, score = tuple(decision_or_findings), 0.0
+        values = _Values(self._getters, EvalInput(event, findings, score, now_from(now), context))
+        matched = [c.match for c in self._candidates(event) if c.cond(values)]
+        action = max((m.action for m in matched), key=_ACTION_RANK.__getitem__, default=None)
+        return PolicyResult(policy=self.name, version=self.version, matched=tuple(matched), action=action)
