@@ -77,6 +77,12 @@ class PatternSet:
         return sorted(hits) if hits else []
 
     def find(self, text: str) -> Iterator[tuple[int, int, int]]:
-        for index in self.matching(text):
-            for match in self._compiled[index].finditer(text):
+        indices = self.matching(text)
+        if not indices:
+            return
+        # On ASCII text byte offsets are character offsets; matching bytes skips the wrapper's per-match
+        # UTF-8-to-character conversion, which grows with the text and dominates when there are many matches.
+        subject: str | bytes = text.encode("ascii") if text.isascii() else text
+        for index in indices:
+            for match in self._compiled[index].finditer(subject):
                 yield index, match.start(), match.end()
