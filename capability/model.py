@@ -113,14 +113,13 @@ class Claims(_Wire, frozen=True):
 class Grant(msgspec.Struct, frozen=True, kw_only=True):
     """What :meth:`Verifier.verify` returns: the effective, narrowed grant for one request.
 
-    ``capability`` is the matching capability of the last link (the narrowest); ``matched`` holds the match in every
-    link, root first. ``expires_at`` and ``budget`` are the tightest values along the chain.
+    ``capability`` is the matching capability of the last link: the narrowest, effective right. ``chain`` lists the
+    ``jti`` of every link, root first; ``expires_at`` and ``budget`` are the tightest values along the chain.
     """
 
     resource: str
     action: str
     capability: Capability
-    matched: tuple[Capability, ...]
     holder: str
     issuer: str
     audience: str

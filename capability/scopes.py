@@ -77,6 +77,7 @@ def _seg_subset(child: str, parent: str) -> bool:
     return child == parent
 
 
+@functools.lru_cache(maxsize=8192)
 def matches(pattern: str, resource: str) -> bool:
     """Whether the concrete ``resource`` is covered by ``pattern`` (both must parse; False otherwise)."""
     try:

@@ -31,6 +31,7 @@ from capability.model import POP_TYP, AuditEvent, Capability, Grant
 from capability.pop import MAX_POP_BYTES, PopClaims, args_digest
 from capability.replay import MemoryReplayCache, ReplayCache
 from capability.revocation import RevocationList
+from capability.scopes import matches
 from capability.tokens import CHAIN_SEPARATOR, DecodeError, Link, check_canonical, decode_jws, decode_link, link_digest
 
 __all__ = ["AuditHook", "Verifier"]
@@ -97,11 +98,26 @@ class Verifier:
         self.max_depth = max_depth
         self._cache_size = link_cache_size
         self._cache: OrderedDict[str, Link] = OrderedDict()
+        self._keys: dict[str, PublicKey] = {}
+        # whole chains whose every link is in _cache, keyed by the chain text (itself a function of the link digests)
+        self._chains: OrderedDict[str, tuple[Link, ...]] = OrderedDict()
         self.audit = audit
 
     def clear_cache(self) -> None:
         """Forget every verified link (next verification is cold)."""
         self._cache.clear()
+        self._chains.clear()
+        self._keys.clear()
+
+    def _holder_key(self, sub: str) -> PublicKey:
+        key = self._keys.get(sub)
+        if key is None:
+            key = PublicKey.from_b64(sub)
+            if self._cache_size > 0:
+                if len(self._keys) >= self._cache_size:
+                    self._keys.clear()
+                self._keys[sub] = key
+        return key
 
     def verify(
         self,
@@ -173,6 +189,10 @@ class Verifier:
         parts = token.split(CHAIN_SEPARATOR)
         if len(parts) > self.max_depth:
             raise _Deny(Reason.DEPTH_EXCEEDED)
+        whole = self._chains.get(token)
+        if whole is not None:  # every link of this exact chain was verified before
+            links.extend(whole)
+            return [True] * len(whole)
         cached: list[bool] = []
         use_cache = self._cache_size > 0
         for part in parts:
@@ -189,7 +209,7 @@ class Verifier:
             cached.append(False)
         return cached
 
-    def _cheap_checks(self, links: list[Link], now: float) -> None:
+    def _cheap_checks(self, links: list[Link], cached: list[bool], now: float) -> None:
         revoked = self.revocations.any_revoked(link.claims.jti for link in links)
         for i, link in enumerate(links):
             c = link.claims
@@ -212,7 +232,8 @@ class Verifier:
                 parent = links[i - 1]
                 if c.prf != parent.digest:
                     raise _Deny(Reason.BROKEN_CHAIN)
-                if c.iss != key_id(b64d(parent.claims.sub)):
+                # a cached child was checked against the parent its prf names, which is this one
+                if not (cached[i] and cached[i - 1]) and c.iss != key_id(b64d(parent.claims.sub)):
                     raise _Deny(Reason.KID_MISMATCH)
         if revoked:
             raise _Deny(Reason.REVOKED)
@@ -234,28 +255,36 @@ class Verifier:
                 raise _Deny(Reason.BAD_SIGNATURE)
             if i > 0 and not narrower(link.claims, links[i - 1].claims):
                 raise _Deny(Reason.WIDENED)
-        if self._cache_size > 0:
+        if self._cache_size > 0 and not all(cached):
             for i, link in enumerate(links):
                 if not cached[i]:
                     self._cache[link.digest] = link
                     if len(self._cache) > self._cache_size:
                         self._cache.popitem(last=False)
+            self._chains[CHAIN_SEPARATOR.join(link.text for link in links)] = tuple(links)
+            if len(self._chains) > self._cache_size:
+                self._chains.popitem(last=False)
 
     def _match(
         self, links: list[Link], resource: object, action: object, args: Any, descriptor: str | None
-    ) -> list[Capability]:
+    ) -> Capability:
+        """Match the request against the last link (arguments, pin) and every ancestor (resource, action).
+
+        Ancestors' argument constraints need no re-evaluation: the narrowing rule proved, when each link was
+        verified, that the last link's constraints imply them (a cached child pins its parent through ``prf``).
+        """
         if not isinstance(resource, str) or not isinstance(action, str) or not isinstance(args, dict):
             raise _Deny(Reason.MALFORMED)
-        matched: list[Capability] = []
-        for link in links:
-            hits = [cap for cap in link.claims.caps if cap.permits(resource, action, args)]
-            if not hits:
+        hits = [cap for cap in links[-1].claims.caps if cap.permits(resource, action, args)]
+        if not hits:
+            raise _Deny(Reason.NOT_GRANTED)
+        pinned_ok = [cap for cap in hits if cap.pin is None or cap.pin == descriptor]
+        if not pinned_ok:
+            raise _Deny(Reason.DESCRIPTOR_MISMATCH)
+        for link in links[:-1]:
+            if not any(action in cap.actions and matches(cap.resource, resource) for cap in link.claims.caps):
                 raise _Deny(Reason.NOT_GRANTED)
-            pinned_ok = [cap for cap in hits if cap.pin is None or cap.pin == descriptor]
-            if not pinned_ok:
-                raise _Deny(Reason.DESCRIPTOR_MISMATCH)
-            matched.append(pinned_ok[0])
-        return matched
+        return pinned_ok[0]
 
     def _check_pop(
         self, pop: Any, links: list[Link], method: str, resource: str, args: Any, now: float
@@ -272,7 +301,7 @@ class Verifier:
             raise _Deny(Reason.BAD_ALGORITHM if exc.kind == "alg" else Reason.POP_MALFORMED) from None
         if header.kid is not None or not check_canonical(header, hb, claims, pb):
             raise _Deny(Reason.POP_MALFORMED)
-        holder = PublicKey.from_b64(links[-1].claims.sub)
+        holder = self._holder_key(links[-1].claims.sub)
         if not holder.verify(sig, signing_input):
             raise _Deny(Reason.POP_BAD_SIGNATURE)
         try:
@@ -304,9 +333,9 @@ class Verifier:
         links: list[Link],
     ) -> Grant:
         cached = self._decode(token, links)
-        self._cheap_checks(links, now)
+        self._cheap_checks(links, cached, now)
         self._expensive_checks(links, cached)
-        matched = self._match(links, resource, action, args, descriptor)
+        granted = self._match(links, resource, action, args, descriptor)
         replay_key = self._check_pop(pop, links, method, resource, args, now)
         if replay_key is not None and not self.replay.add(replay_key[0], ttl=replay_key[1], now=now):
             raise _Deny(Reason.POP_REPLAYED)
@@ -319,8 +348,7 @@ class Verifier:
         return Grant(
             resource=resource,
             action=action,
-            capability=matched[-1],
-            matched=tuple(matched),
+            capability=granted,
             holder=key_id(b64d(leaf.sub)),
             issuer=root.iss,
             audience=leaf.aud,

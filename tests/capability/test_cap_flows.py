@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from _cap_support import ARGS, AUD, NOW, RES, World, leaf_caps
+from _cap_support import ARGS, AUD, NOW, RES, World, leaf_caps, root_caps
 
 import capability
 from capability import (
@@ -48,9 +48,9 @@ def test_chain_verifies_and_returns_narrowest_grant(depth: int) -> None:
     grant = v.verify(token, resource=RES, action="call", args=ARGS, now=NOW, pop=w.pop(holder, token))
     assert grant.holder == holder.kid
     assert grant.issuer == w.anchor.kid
-    assert len(grant.chain) == len(grant.matched) == depth
+    assert len(grant.chain) == depth
     assert grant.budget == 10
-    assert grant.capability == (leaf_caps()[0] if depth > 1 else grant.matched[0])
+    assert grant.capability == (leaf_caps()[0] if depth > 1 else root_caps()[0])
     assert w.events[-1].outcome == "allow"
     assert w.events[-1].reason == "ok"
 
@@ -379,3 +379,20 @@ def test_links_are_standard_jws_readable_by_pyjwt() -> None:
     assert json.loads(decoded["payload"])["iss"] == w.anchor.kid
     holder_key = Ed25519PublicKey.from_public_bytes(w.keys[0].public.raw)
     assert json.loads(jwt.PyJWS().decode_complete(child, holder_key, algorithms=["EdDSA"])["payload"])["prf"]
+
+
+def test_warm_cache_cannot_be_used_to_splice_or_outlive_an_anchor() -> None:
+    w = World()
+    v = w.verifier()
+    t1, h1 = w.chain(2)
+    t2, h2 = w.chain(2)  # same holders, different roots and jtis
+    for token, holder in ((t1, h1), (t2, h2)):
+        v.verify(token, resource=RES, action="call", args=ARGS, now=NOW, pop=w.pop(holder, token))
+    spliced = t1.split("~")[0] + "~" + t2.split("~")[1]  # both links are in the cache
+    with pytest.raises(InvalidCapability):
+        v.verify(spliced, resource=RES, action="call", args=ARGS, now=NOW, pop=w.pop(h2, spliced))
+    assert w.events[-1].reason == "broken_chain"
+    v.trust.remove(w.anchor.kid)
+    with pytest.raises(InvalidCapability):
+        v.verify(t1, resource=RES, action="call", args=ARGS, now=NOW + 1, pop=w.pop(h1, t1, now=NOW + 1))
+    assert w.events[-1].reason == "unknown_issuer"
