@@ -6,7 +6,7 @@ Quick start::
 
     anchor, agent = SigningKey.generate(), SigningKey.generate()
     token = issue(anchor, holder=agent.public, audience="proxy-1", now=now,
-                  capabilities=[capability("mcp://files/tools/read_file", ["call"], {"/path": Prefix("/srv/")})])
+                  capabilities=[capability("mcp://files/tools/read_file", ["call"], {"/path": Prefix(value="/srv/")})])
     verifier = Verifier(KeySet.of(anchor), audience="proxy-1")
     args = {"path": "/srv/a.txt"}
     pop = make_pop(agent, token, method="call", resource="mcp://files/tools/read_file", args=args,

@@ -8,6 +8,7 @@ verifies it against a :class:`KeySet` and refuses a list older than ``min_seq`` 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import ClassVar, Final
 
@@ -22,6 +23,7 @@ from capability.tokens import ALG, DecodeError, check_canonical, decode_jws, enc
 __all__ = ["RevocationList"]
 
 MAX_LIST_BYTES: Final = 4 * 1024 * 1024
+_log: Final = logging.getLogger("capability.revocation")
 
 
 class _RevocationClaims(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -78,6 +80,7 @@ class RevocationList:
                 raise DecodeError("malformed")
             header, claims, hb, pb, signing_input, sig = decode_jws(text, _RevocationClaims, REVOCATION_TYP)
         except DecodeError:
+            _log.info("revocation list rejected: reason=%s", Reason.MALFORMED.value)
             raise InvalidCapability from None
         key = trust.get(header.kid or "")
         if key is None or header.kid != claims.iss or not trust.valid_at(claims.iss, claims.iat):
@@ -89,5 +92,6 @@ class RevocationList:
         elif claims.seq < min_seq:
             reason = Reason.STALE_REVOCATION_LIST
         if reason is not Reason.OK:
+            _log.info("revocation list rejected: reason=%s", reason.value)
             raise InvalidCapability
         return cls(claims.jtis, seq=claims.seq)
