@@ -50,7 +50,7 @@ class ScoreModel:
 
     def rule_probability(self, sig: Signature, kind: ContentKind) -> float:
         estimate = self.rules.get(sig.rule_id, {}).get(kind_group(kind), sig.weight)
-        return min(max(estimate, 0.0), SUPPORTING_CAP if sig.supporting else MAX_RULE_PROBABILITY)
+        return min(max(estimate, 0.0), SUPPORTING_CAP if kind in sig.supporting else MAX_RULE_PROBABILITY)
 
     def probability(self, sigs: Iterable[Signature], kind: ContentKind) -> float:
         per_category: dict[str, float] = {}

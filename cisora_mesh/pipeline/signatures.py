@@ -32,9 +32,9 @@ class Signature:
     pattern: str
     kinds: frozenset[ContentKind] | None = None  # None: every scanned kind
     candidate: bool = False  # only proposes an encoded blob to decode and re-scan; never a finding by itself
-    # Supporting evidence only: wording that sets up a persona or mentions chat markup is common in harmless
-    # role-play and in questions about LLMs, so on its own it must stay below the review threshold (see scoring).
-    supporting: bool = False
+    # Kinds where the rule is supporting evidence only: wording that sets up a persona or mentions chat markup is
+    # common in harmless role-play and in questions about LLMs, so on its own it stays below review (see scoring).
+    supporting: frozenset[ContentKind] = frozenset()
 
 
 # Content that an agent did not write itself: instructions addressed to the model are suspicious here.
@@ -42,6 +42,9 @@ THIRD_PARTY: Final = frozenset(
     {ContentKind.TOOL_RESULT, ContentKind.DOCUMENT, ContentKind.TOOL_DESCRIPTION, ContentKind.TOOL_ARGUMENTS}
 )
 TOOL_TEXT: Final = frozenset({ContentKind.TOOL_DESCRIPTION, ContentKind.TOOL_RESULT, ContentKind.TOOL_ARGUMENTS})
+ALL_KINDS: Final = frozenset(ContentKind)
+# Prose people read and write (web pages, mail, docs): "visit the website at https://..." is ordinary there.
+PROSE: Final = frozenset({ContentKind.TOOL_RESULT, ContentKind.DOCUMENT, ContentKind.PROMPT, ContentKind.OUTPUT})
 
 C, H, M, L = Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW
 
@@ -94,7 +97,8 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         M,
         0.6,
         r"(?i)\b(?:your|the)\s+(?:new|updated|real|true|actual|revised|only)\s+(?:instructions?|task|objective|goal|"
-        r"mission|directive|orders|purpose)\s+(?:is|are|will\s+be|:)|\bnew\s+(?:system\s+)?instructions?\s*:",
+        r"mission|directive|orders|purpose)\s+(?:is|are|will\s+be|:)|\bnew\s+(?:system\s+)?instructions?\s*:|"
+        r"\bnew\s+(?:rule|directive|policy|instruction)\s*:\s*(?:you|the\s+(?:ai|assistant|model))\b",
     ),
     Signature(
         "PI-OVERRIDE-004",
@@ -102,7 +106,9 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         H,
         0.75,
         rf"(?i)\b(?:do\s+not|don't|stop|no\s+longer|never)\s+(?:follow|obey|comply\s+with|adhere\s+to|listen\s+to)\s+"
-        rf"(?:your|the|any|those|these)\s+(?:\w+\s+)?{_DIRECTIVES}",
+        rf"(?:your|the|any|those|these)\s+(?:\w+\s+)?{_DIRECTIVES}|\b(?:ignore|disregard|abandon|forget|drop|"
+        rf"override)\s+your\s+(?:current\s+|original\s+|assigned\s+|actual\s+|real\s+)?(?:task|instructions|"
+        rf"objective|mission|goal|guidelines|rules|programming|directives)\b",
     ),
     Signature(
         # Task hijack: "before you (can) solve the task I gave you, do X first" / "after you do that, you can ...".
@@ -144,6 +150,18 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         r"(?i)\b(?:admin(?:istrator)?|system|root|sudo|developer|security|priority|emergency|master)\s+override\s*"
         r"(?::|-|mode|enabled|activated|accepted|engaged|protocol|command|code|in\s+effect)|"
         r"\boverride\s+(?:code|protocol|mode|command)\s*(?::|accepted|enabled|activated|engaged)",
+    ),
+    Signature(
+        # Text that addresses whatever AI happens to read it: the marker of indirect injection in pages and mail.
+        "PI-OVERRIDE-009",
+        "instruction_override",
+        H,
+        0.7,
+        r"(?i)\b(?:ai|a\.i\.|llm|language\s+model|assistant|agent|chatbot|bot|gpt|crawler)s?\s+(?:\w+\s+)?(?:reading|"
+        r"processing|summari[sz]ing|parsing|crawling|browsing|viewing|analy[sz]ing|ingesting|scraping|indexing)\s+this\s+"
+        r"(?:page|document|email|e-mail|message|text|site|website|file|content|review|repo(?:sitory)?|post|data)\b|"
+        r"(?:^|[.!?:]\s+)(?:ai|assistant|agent|claude|chatgpt|gpt|model)\s*,\s+(?:stop|ignore|forget|please\s+(?:ignore|"
+        r"stop|disregard)|you\s+must|immediately|now\s+(?:ignore|do|send|delete))\b",
     ),
     # --- role_impersonation: text pretending to be the system, the developer or the vendor --------------------
     Signature(
@@ -192,7 +210,8 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         0.8,
         rf"(?i)\b(?:show|reveal|print|display|output|repeat|tell|give|share|dump|leak|expose|disclose|write|recite|"
         rf"paste|provide|read|encode|translate|summari[sz]e|spell|list|return|echo|copy)\b{_GAP}\b(?:your|its)\s+"
-        rf"(?:\w+\s+)?{_HIDDEN_ADJ}\s*{_PROMPT_WORD}",
+        rf"(?:\w+\s+)?(?:{_HIDDEN_ADJ}\s*{_PROMPT_WORD}|pre-?prompt|meta-?prompt|configuration\s+prompt|hidden\s+"
+        rf"rules|context\s+window|developer\s+message)",
     ),
     Signature(
         "PI-EXTRACT-002",
@@ -259,6 +278,33 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         r"(?i)\b(?:display|show|print|output|dump|reveal)\s+(?:your\s+|the\s+)?(?:full\s+)?(?:system\s+configuration|"
         r"initiali[sz]ation\s+(?:string|prompt|text)|hidden\s+(?:configuration|settings|context)|internal\s+"
         r"(?:configuration|instructions)|configuration\s+including\s+(?:the\s+)?(?:initial|system)\s+prompt)",
+    ),
+    Signature(
+        # Extraction by description instead of by name: "the rules you were set up with", "what came before my
+        # first message", "the password you were told to protect".
+        "PI-EXTRACT-009",
+        "prompt_extraction",
+        M,
+        0.6,
+        r"(?i)\b(?:rules|instructions?|directives|guidelines|prompt|message|configuration|text)\s+(?:that\s+)?(?:you\s+"
+        r"(?:were|have\s+been)\s+(?:set\s+up|configured|programmed|initiali[sz]ed|primed|seeded)\s+with|your\s+"
+        r"(?:operators?|developers?|creators?|owners?)\s+(?:gave|give|provided)\s+you|you\s+received\s+(?:from\s+)?"
+        r"(?:your\s+|the\s+)?(?:operator|developer|system))|\b(?:everything|all|the\s+text|what(?:ever)?)\s+(?:that\s+)?"
+        r"(?:came|comes|appears?|was\s+written|is\s+written)\s+(?:before|above|prior\s+to)\s+(?:my\s+first|this|our|the"
+        r"\s+(?:first|start\s+of))\s+(?:message|conversation|chat|prompt|question)|\b(?:reveal|tell|give|share|spell|"
+        r"say)\b[^.\n]{0,30}\b(?:secret|password|passphrase|key|code)\s+(?:that\s+)?you\s+(?:were|are|have\s+been)\s+"
+        r"(?:told|instructed|asked|supposed|meant)\s+to\s+(?:protect|keep|hide|guard|not)",
+    ),
+    Signature(
+        # Any reference to the model's own hidden instructions ("the opposite of your system instructions"). Docs and
+        # web pages address *readers* this way ("keep your system prompt short"), so there it only supports.
+        "PI-EXTRACT-010",
+        "prompt_extraction",
+        M,
+        0.55,
+        r"(?i)\byour\s+(?:own\s+)?(?:system|initial|original|hidden|secret|pre-?set|internal)\s+(?:prompt|instructions|"
+        r"message|directives|configuration)\b",
+        supporting=frozenset({ContentKind.DOCUMENT, ContentKind.TOOL_RESULT, ContentKind.OUTPUT}),
     ),
     # --- tool_coercion: drives the agent's tools from inside data ---------------------------------------------
     Signature(
@@ -327,7 +373,7 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         r"(?i)\b(?:append|add|include|insert|put|encode|embed|attach|concatenate)\b[^.\n]{0,60}\b(?:to|in|into|as)\s+"
         r"(?:the\s+|this\s+|a\s+)?(?:url|link|query\s+string|query\s+parameter|image\s+(?:url|link|source)|"
         r"markdown\s+image|src|href)\b",
-        supporting=True,
+        supporting=ALL_KINDS,
     ),
     Signature(
         "PI-EXFIL-003",
@@ -412,7 +458,7 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         H,
         0.6,
         # Not "pay": invoices legitimately say "pay to IBAN ...".
-        r"(?i)\b(?:send|transfer|wire|move)\b[^.\n]{0,60}\bto\s+(?:the\s+|this\s+|my\s+|an?\s+)?(?:account|iban|"
+        r"(?i)\b(?:send|transfer|wire|move)\b[^.\n]{0,100}\bto\s+(?:the\s+|this\s+|my\s+|an?\s+)?(?:account|iban|"
         r"wallet|bank\s+account)\b|\b(?:modify|change|update|set|replace)\s+the\s+(?:recipient|beneficiary|payee|iban|"
         r"account\s+number|destination\s+account)\b[^.\n]{0,40}\bto\b",
         kinds=THIRD_PARTY,
@@ -464,7 +510,7 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         r"(?i)\b(?:visit|open|go\s+to|navigate\s+to|browse\s+to|click\s+on|send)\s+(?:a\s+|the\s+|this\s+)?(?:website|"
         r"web\s*site|page|site|link|url)\s+(?:at\s+(?:the\s+link\s+)?)?['\"]?(?:https?://|www\.)",
         kinds=THIRD_PARTY,
-        supporting=True,
+        supporting=PROSE,
     ),
     # --- jailbreak_persona: replaces the model's identity or rules with an unrestricted persona -------------
     Signature(
@@ -552,7 +598,7 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         rf"(?i)\bfrom\s+now\s+on,?\s+you\s+(?:are\s+going\s+to|will|must|shall)\s+(?:act|behave|respond|answer|"
         rf"pretend|be|operate)\s+(?:as|like)\b|\b(?:act|behave|pretend\s+to\s+be|roleplay)\s+as\s+(?:an?\s+)?"
         rf"{_MODEL}\s+(?:that|which|who|without|with\s+no)\b",
-        supporting=True,
+        supporting=ALL_KINDS,
     ),
     Signature(
         "PI-JB-009",
@@ -582,7 +628,7 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         0.55,
         r"(?i)\b(?:free\s+(?:from|of)|not\s+(?:limited|bound|restricted|constrained)\s+by|not\s+required\s+to\s+follow|"
         r"escaped?\s+(?:from\s+)?|broken\s+free\s+(?:of|from)|break\s+free\s+(?:of|from)|transcends?|no\s+longer\s+"
-        r"(?:bound|limited)\s+by)\s+(?:all\s+|any\s+|the\s+|its\s+|their\s+|of\s+)*(?:typical\s+|usual\s+)?(?:ethics|"
+        r"(?:bound|limited)\s+by)\s+(?:all\s+|any\s+|the\s+|its\s+|their\s+|your\s+|of\s+)*(?:typical\s+|usual\s+)?(?:ethics|"
         r"restrictions|filters|confines|limitations|rules|polic(?:y|ies)|guidelines|norms)\b(?:[^.\n]{0,30}\b(?:ai|"
         r"openai|chatgpt|filters|ethics|moral))?|\b(?:not|never|no\s+longer|don't|doesn't|without)\b[^.\n]{0,40}\b"
         r"open\s?ai'?s?\s+(?:rules|polic(?:y|ies)|content\s+polic(?:y|ies)|guidelines|restrictions|filters)",
@@ -596,7 +642,23 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         r"(?i:\byou\s+are\s+now)\s+(?:called\s+|named\s+)?[A-Z][A-Za-z0-9]+\b|(?i)\byou\s+"
         r"(?:are|will|shall)\b[^.\n]{0,60}\bwhich\s+stands\s+for\b|(?i)\byou\s+(?:will\s+)?(?:lose|loose)\s+\d+\s+"
         r"tokens\b|(?i)\btokens?\b[^.\n]{0,40}\bcease\s+to\s+exist\b",
-        supporting=True,
+        supporting=ALL_KINDS,
+    ),
+    Signature(
+        # Capability claims of an unrestricted persona: "answers without any warnings", "never cares about legality",
+        # "an AI with no rules or limitations", "condones everything illegal".
+        "PI-JB-013",
+        "jailbreak_persona",
+        M,
+        0.6,
+        r"(?i)\b(?:answers?|responds?|replies|reply|respond|answer)\s+(?:\w+\s+){0,3}?without\s+(?:any\s+)?(?:warnings?|"
+        r"disclaimers?|censorship|moral(?:s|izing)?|ethical\s+\w+)\b|\b(?:never|doesn't|does\s+not|don't|do\s+not)\s+"
+        r"(?:cares?|give\s+a\s+\w+|worr(?:y|ies))\s+about\s+(?:\w+\s+)?(?:ethic|legal|moral|laws?\b|rules\b)|\b(?:condones?|"
+        r"promotes?|encourages?|loves?|backs?)\s+(?:everything\s+|anything\s+|all\s+)?(?:illegal|unethical|immoral|"
+        r"inhumane)|\bwill\s+(?:answer|fulfil+|comply\s+with)\s+(?:any\s+|all\s+)?(?:immoral|illegal|unethical|harmful)"
+        r"\s+(?:requests?|questions?|prompts?)|\b(?:ai|bot|chatbot|assistant|model|persona|character|entity)\s+(?:with|"
+        r"that\s+has|who\s+has)\s+no\s+(?:rules|limitations|limits|restrictions|filters|ethics|morals|guidelines|"
+        r"boundaries|censorship)|\bunbound\s+by\s+(?:any\s+)?(?:rules|principles|restrictions|ethics)|\bnever\s+refuses\b",
     ),
     # --- response_priming: dictates the first words of the answer so the model starts past its refusal ---------
     Signature(
@@ -633,7 +695,7 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         H,
         0.75,
         r"\[/?(?:INST|SYS)\]|<</?SYS>>",
-        supporting=True,
+        supporting=ALL_KINDS,
     ),
     Signature(
         "PI-DELIM-003",
@@ -642,7 +704,7 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         0.6,
         r"(?i)</?\s*(?:system|system_prompt|system_message|sys|instructions?|user_query|user_input|admin|"
         r"function_results|tool_result|tool_output|developer|assistant_response)\s*>",
-        supporting=True,
+        supporting=ALL_KINDS,
     ),
     Signature(
         "PI-DELIM-004",
@@ -727,6 +789,18 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         0.5,
         rf"(?i)\b(?:create|send|invite|add|forward|email|share|schedule|cc|bcc|notify|contact|participants?)\b"
         rf"[^\n]{{0,100}}?['\"]?{_EMAIL}",
+        kinds=frozenset({ContentKind.TOOL_DESCRIPTION}),
+    ),
+    Signature(
+        # A tool description written in the end user's voice ("the emails in my inbox", "tell me my passport
+        # number"): vendors describe tools in the third person, so this is text planted for the model to obey.
+        "TP-VOICE-001",
+        "tool_poisoning",
+        M,
+        0.6,
+        r"(?i)\b(?:(?:in|from|to|of|on)\s+my\s+(?:inbox|account|drive|calendar|e-?mails?|files|cloud|bank|contacts|"
+        r"channel|phone)|i\s+am\s+(?:meeting|going|travel\w*)|send\s+me\b|tell\s+me\s+my|my\s+(?:wife|husband|boss|"
+        r"friend|colleague|partner)|(?:i|we)\s+(?:need|want)\s+you\s+to)\b",
         kinds=frozenset({ContentKind.TOOL_DESCRIPTION}),
     ),
     Signature(
