@@ -1,7 +1,7 @@
 """``cisora-mesh token``: keygen | issue | attenuate | inspect | verify.
 
-The main CLI calls :func:`register` with its subparsers; each command stores its handler as ``func`` (call
-``args.func(args)``, which returns the exit code). Exit codes: 0 success, 1 a token that fails verification,
+The main CLI calls :func:`register` with its subparsers; each command stores its handler as ``handler``
+(``args.handler(args)`` returns the exit code). Exit codes: 0 success, 1 a token that fails verification,
 2 bad input or usage. Errors are one line on stderr, never a traceback. ``capability`` is imported lazily inside
 the handlers so that ``cisora-mesh --help`` stays fast.
 
@@ -256,7 +256,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(func=_run(handler))
+        p.set_defaults(handler=_run(handler))
         return p
 
     p = add("keygen", cmd_keygen, "generate an Ed25519 key (private JWK to --out, public JWK to stdout)")
@@ -303,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser: argparse.ArgumentParser = _Parser(prog="cisora-mesh")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["token", *(sys.argv[1:] if argv is None else argv)])
-    result: int = args.func(args)
+    result: int = args.handler(args)
     return result
 
 

@@ -1,8 +1,7 @@
-"""`cisora-mesh token ...` handlers, driven in-process through register() on a fresh parser."""
+"""`cisora-mesh token ...` driven in-process through the real console entry point."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -11,18 +10,15 @@ import pytest
 from _cap_support import NOW
 
 from capability import SigningKey, make_pop
-from cisora_mesh.cli.token import register
+from cisora_mesh.cli import main
 
 CAP = '{"res":"mcp://files/tools/*","act":["call"],"args":{"/path":[{"op":"prefix","value":"/srv/"}]}}'
 NARROW = '{"res":"mcp://files/tools/read_file","act":["call"],"args":{"/path":[{"op":"prefix","value":"/srv/pub/"}]}}'
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    parser = argparse.ArgumentParser(prog="cisora-mesh")
-    register(parser.add_subparsers(dest="command", required=True))
     try:
-        args = parser.parse_args(["token", *argv])
-        code = args.func(args)
+        code = main(["token", *argv])  # the real console entry point
     except SystemExit as exc:
         code = int(exc.code or 0)
     out, err = capsys.readouterr()
