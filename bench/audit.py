@@ -75,30 +75,41 @@ def appends_per_second(store: AuditStore, writers: int, seconds: float) -> float
 
 
 _PROC = """
-import sys, time
+import sys, threading, time
 from pathlib import Path
 from cisora_mesh.audit import AuditRecord, open_store
 url, data_dir, seconds = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3])
+threads = int(sys.argv[4])
 rec = AuditRecord(tenant="t", decision_id="d")
 with open_store(url, data_dir=data_dir) as store:
     for _ in range(20):
         store.append_record(rec)
     print("ready", flush=True)
     start = float(sys.stdin.readline())
-    while time.time() < start:
-        time.sleep(0.001)
-    n = 0
-    while time.time() < start + seconds:
-        store.append_record(rec)
-        n += 1
-    print(n, flush=True)
+    counts = []
+
+    def work():
+        while time.time() < start:
+            time.sleep(0.001)
+        n = 0
+        while time.time() < start + seconds:
+            store.append_record(rec)
+            n += 1
+        counts.append(n)
+
+    pool = [threading.Thread(target=work) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    print(sum(counts), flush=True)
 """
 
 
-def pg_process_appends(url: str, data_dir: Path, procs: int, seconds: float) -> float:
+def pg_process_appends(url: str, data_dir: Path, procs: int, seconds: float, threads: int = 1) -> float:
     children = [
         subprocess.Popen(
-            [sys.executable, "-c", _PROC, url, str(data_dir), str(seconds)],
+            [sys.executable, "-c", _PROC, url, str(data_dir), str(seconds), str(threads)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -191,9 +202,12 @@ def main() -> int:
                 for writers in (1, 4, 16):
                     with open_store(url, data_dir=scratch / "pg") as store:
                         rate = appends_per_second(store, writers, args.seconds)
-                    rows.append((f"PostgreSQL durable appends/s, {writers} writer thread(s)", f"{rate:,.0f}", ""))
+                    target = ">= 2,000" if writers == 4 else ""
+                    rows.append((f"PostgreSQL durable appends/s, {writers} thread(s)", f"{rate:,.0f}", target))
                 rate = pg_process_appends(url, scratch / "pg", 4, args.seconds)
-                rows.append(("PostgreSQL durable appends/s, 4 writer processes", f"{rate:,.0f}", ">= 2,000"))
+                rows.append(("PostgreSQL durable appends/s, 4 processes x 1 thread", f"{rate:,.0f}", ">= 2,000"))
+                rate = pg_process_appends(url, scratch / "pg", 4, args.seconds, threads=8)
+                rows.append(("PostgreSQL durable appends/s, 4 processes x 8 threads", f"{rate:,.0f}", ""))
                 with open_store(url, data_dir=scratch / "pg") as store:
                     report = store.verify()
                     rows.append(("PostgreSQL log after the runs verifies", f"{report.ok} ({report.size:,})", ""))

@@ -12,6 +12,7 @@ or forks even with several processes or replicas appending to one database.
 from __future__ import annotations
 
 import base64
+import logging
 import queue
 import threading
 import time
@@ -25,7 +26,7 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cisora_mesh.audit import checkpoint as cpmod
-from cisora_mesh.audit.backends.base import Backend, Head, WriteTx
+from cisora_mesh.audit.backends.base import Backend, Head, ServerSideAppender, WriteTx
 from cisora_mesh.audit.errors import AuditError, InvalidProof, StoreError
 from cisora_mesh.audit.keys import KeyRing
 from cisora_mesh.audit.merkle import (
@@ -40,6 +41,8 @@ from cisora_mesh.audit.merkle import (
 from cisora_mesh.audit.record import AuditRecord, encode_entry, entry_decoder
 from cisora_mesh.audit.verify import VerifyReport, verify_rows
 from cisora_mesh.events import Decision, Event
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINT_EVERY: Final = 1000
 _MAX_BATCH: Final = 8192  # records per transaction: bounds lock hold time and memory, still amortises fsync
@@ -267,6 +270,8 @@ class AuditStore:
         return signed
 
     def _commit(self, jobs: list[_Job]) -> bool:
+        if isinstance(self._backend, ServerSideAppender):
+            return self._commit_server_side(self._backend, jobs)
         now = time.time()
         every = self._every
         results: list[Any] = []
@@ -306,6 +311,56 @@ class AuditStore:
             return False
         # Only now, after COMMIT returned, is anyone told their index.
         for job, result in zip(jobs, results, strict=True):
+            job.future.set_result(result)
+        return True
+
+    def _commit_server_side(self, backend: ServerSideAppender, jobs: list[_Job]) -> bool:
+        """Runs of record jobs go to the database as one call each; checkpoint jobs are signed between them."""
+        done: list[tuple[_Job, Any]] = []
+        run: list[_Job] = []
+
+        def flush() -> None:
+            if not run:
+                return
+            first, crossed = backend.append_batch([item for job in run for item in job.records or ()], self._every or 0)
+            for job in run:
+                n = len(job.records or ())
+                done.append((job, list(range(first, first + n))))
+                first += n
+            run.clear()
+            if crossed:
+                # After the commit: the records are durable whatever happens here. A checkpoint lost to a crash
+                # at this point is only a missing attestation; the next one covers the same entries.
+                try:
+                    now = time.time()
+                    notes = [
+                        cpmod.sign(cpmod.Checkpoint(self.origin, n, root), self._keys.signing_key())
+                        for n, root in crossed
+                    ]
+                    backend.insert_checkpoints([(c.size, c.key_ids[0], c.root, c.text, now) for c in notes])
+                except AuditError as exc:
+                    logger.error("audit checkpoint after append failed: %s", exc)
+
+        try:
+            for job in jobs:
+                if job.records is not None:
+                    run.append(job)
+                    continue
+                flush()
+                with self._backend.write() as tx:
+                    head = tx.head()
+                    done.append((job, self._sign(tx, CompactRange.from_bytes(head.size, head.compact), time.time())))
+            flush()
+        except Exception as exc:  # noqa: BLE001 - every waiting caller must get a typed error, never a hang
+            err = exc if isinstance(exc, AuditError) else StoreError(f"audit append failed ({type(exc).__name__})")
+            finished = {id(job) for job, _ in done}
+            for job in jobs:
+                if id(job) not in finished:
+                    job.future.set_exception(err)
+            for job, result in done:
+                job.future.set_result(result)
+            return False
+        for job, result in done:
             job.future.set_result(result)
         return True
 

@@ -176,3 +176,23 @@ def test_bad_urls(tmp_path: Path) -> None:
         open_store("postgresql://postgres@127.0.0.1:1/test?schema=Bad-Name", data_dir=tmp_path)
     with pytest.raises(StoreError, match="cannot connect"):
         open_store("postgresql://postgres@127.0.0.1:1/test", data_dir=tmp_path)
+
+
+def test_server_side_entry_encoding_matches_python(pg: PgEnv, tmp_path: Path) -> None:
+    from cisora_mesh.audit import AuditRecord
+    from cisora_mesh.audit.merkle import leaf_hash
+    from cisora_mesh.audit.record import encode_entry
+
+    tenants = ['quo"te\\back', "ünï-cødé", "emoji-\U0001f600", "ctl-\x01\t", "</script>", ""]
+    with open_store(pg.url, data_dir=tmp_path, checkpoint_every=4) as store:
+        records = [AuditRecord(tenant=t, agent=f"a-{t}", rule_ids=("r\u2028",)) for t in tenants * 2]
+        assert store.append_many(records) == list(range(12))
+        prev = b""
+        for (idx, tenant, entry, lh), rec in zip(store.backend.iter_entries(), records, strict=True):
+            want = encode_entry(idx, prev, rec.canonical(), rec.tenant)
+            assert entry == want
+            assert tenant == rec.tenant
+            assert lh == leaf_hash(want)
+            prev = lh
+        assert [cp.size for cp in store.checkpoints()] == [4, 8, 12]
+        assert store.verify().ok

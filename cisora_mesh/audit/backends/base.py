@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,3 +67,18 @@ class Backend(Protocol):
     def tail(self, n: int) -> list[EntryRow]: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ServerSideAppender(Protocol):
+    """A backend that runs the append algorithm inside the database (PostgreSQL).
+
+    The store then sends each batch as one call, so the head-row lock is never held across a network round
+    trip; checkpoints for the sizes the batch crossed are signed right after the commit.
+    """
+
+    def append_batch(self, items: Sequence[tuple[str, bytes]], every: int) -> tuple[int, list[tuple[int, bytes]]]:
+        """Append (tenant, canonical record) pairs; return the first index and the [(size, root)] to sign."""
+        ...
+
+    def insert_checkpoints(self, rows: Sequence[tuple[int, str, bytes, str, float]]) -> None: ...

@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import msgspec
 import psycopg
 from psycopg import sql
 
@@ -73,6 +74,66 @@ _DDL: Final = [
 ]
 
 
+# The append algorithm of `cisora_mesh.audit.store` (entry encoding, RFC 9162 leaf hash, compact-range update),
+# run inside the database so the head-row lock is held for one statement plus the commit's WAL flush, never
+# across a network round trip or a descheduled client. The entry bytes must equal `record.encode_entry` byte for
+# byte: msgspec's sorted-key JSON `{"idx":N,"prev":"<hex>","record":<raw>,"tenant":<json string>}` (the client
+# sends the tenant already JSON-encoded by msgspec, so escaping is never reimplemented here). `verify()`
+# recomputes everything in Python, so any divergence would be reported, not trusted.
+# Braces are doubled for psycopg's sql.SQL formatting; {s} is the schema.
+_APPEND_FN: Final = """
+CREATE OR REPLACE FUNCTION {s}.append_entries(
+    p_tenants text[], p_tenant_json bytea[], p_records bytea[], p_every bigint,
+    OUT first_idx bigint, OUT cp_sizes bigint[], OUT cp_roots bytea[])
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    h_size bigint; h_last bytea; h_compact bytea;
+    n integer := coalesce(array_length(p_records, 1), 0);
+    idxs bigint[] := ARRAY[]::bigint[]; entries bytea[] := ARRAY[]::bytea[]; leaves bytea[] := ARRAY[]::bytea[];
+    e bytea; lf bytea; node bytea; r bytea; m bigint; len integer; k integer;
+BEGIN
+    SELECT size, last_leaf, compact INTO h_size, h_last, h_compact FROM {s}.head WHERE id = 0 FOR UPDATE;
+    first_idx := h_size;
+    cp_sizes := ARRAY[]::bigint[];
+    cp_roots := ARRAY[]::bytea[];
+    FOR i IN 1..n LOOP
+        e := convert_to(chr(123) || '"idx":' || h_size::text || ',"prev":"' || encode(h_last, 'hex') || '","record":',
+                        'UTF8')
+             || p_records[i] || convert_to(',"tenant":', 'UTF8') || p_tenant_json[i] || convert_to(chr(125), 'UTF8');
+        lf := sha256('\\x00'::bytea || e);
+        node := lf;
+        m := h_size;
+        WHILE m & 1 = 1 LOOP
+            len := length(h_compact);
+            node := sha256('\\x01'::bytea || substring(h_compact FROM len - 31 FOR 32) || node);
+            h_compact := substring(h_compact FROM 1 FOR len - 32);
+            m := m >> 1;
+        END LOOP;
+        h_compact := h_compact || node;
+        idxs := idxs || h_size;
+        entries := entries || e;
+        leaves := leaves || lf;
+        h_size := h_size + 1;
+        h_last := lf;
+        IF p_every > 0 AND mod(h_size, p_every) = 0 THEN
+            len := length(h_compact);
+            r := substring(h_compact FROM len - 31 FOR 32);
+            k := len - 64;
+            WHILE k >= 0 LOOP
+                r := sha256('\\x01'::bytea || substring(h_compact FROM k + 1 FOR 32) || r);
+                k := k - 32;
+            END LOOP;
+            cp_sizes := cp_sizes || h_size;
+            cp_roots := cp_roots || r;
+        END IF;
+    END LOOP;
+    INSERT INTO {s}.entries (idx, tenant, entry, leaf_hash) SELECT * FROM unnest(idxs, p_tenants, entries, leaves);
+    UPDATE {s}.head SET size = h_size, last_leaf = h_last, compact = h_compact WHERE id = 0;
+END
+$fn$
+"""
+
+
 def split_url(url: str) -> tuple[str, str]:
     """Remove our ``schema=`` query parameter (libpq would reject it); return (conninfo URL, schema)."""
     parts = urlsplit(url)
@@ -87,6 +148,13 @@ def split_url(url: str) -> tuple[str, str]:
     if not _IDENT.fullmatch(schema):
         raise StoreError("schema must be a lower-case SQL identifier ([a-z_][a-z0-9_]*)")
     return urlunsplit(parts._replace(query=urlencode(kept))), schema
+
+
+_json_encoder: Final = msgspec.json.Encoder()
+
+
+def _json_str(value: str) -> bytes:
+    return _json_encoder.encode(value)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -199,6 +267,8 @@ class PostgresBackend:
                     conn.execute(
                         self.q("INSERT INTO {s}.meta (key, value) VALUES ('log_id', %s)"), (str(uuid.uuid4()),)
                     )
+                conn.execute(self.q(_APPEND_FN))  # CREATE OR REPLACE: older schemas get the current version
+                conn.execute(self.q("REVOKE ALL ON FUNCTION {s}.append_entries FROM PUBLIC"))
                 row = conn.execute(self.q("SELECT value FROM {s}.meta WHERE key = 'log_id'")).fetchone()
         except psycopg.Error as exc:
             raise StoreError(f"cannot initialise the PostgreSQL audit store ({_first_line(exc)})") from None
@@ -220,6 +290,42 @@ class PostgresBackend:
             # the connection, which makes the server roll it back, and reconnect on the next batch.
             conn.close()
             raise
+
+    def append_batch(self, items: Sequence[tuple[str, bytes]], every: int) -> tuple[int, list[tuple[int, bytes]]]:
+        """Append records in one transaction and one round trip; return (first index, [(size, root)] for every
+        size a multiple of ``every`` reached). Returns only after COMMIT, i.e. once the batch is durable."""
+        conn = self._writer
+        if conn.closed or conn.broken:
+            self._writer = conn = self._connect()
+        tenants = [t for t, _ in items]
+        try:
+            # One statement on an autocommit connection is its own transaction: it returns after COMMIT (WAL
+            # flushed), in a single round trip, with the head-row lock held only inside the server.
+            row = conn.execute(
+                self.q("SELECT first_idx, cp_sizes, cp_roots FROM {s}.append_entries(%s, %s, %s, %s)"),
+                (tenants, [_json_str(t) for t in tenants], [r for _, r in items], every),
+            ).fetchone()
+        except psycopg.Error as exc:
+            conn.close()  # never reuse a connection whose transaction state is unknown; the server rolls back
+            raise StoreError(f"audit append failed ({_first_line(exc)})") from None
+        if row is None:
+            raise StoreError("audit append returned nothing")
+        return int(row[0]), [(int(n), bytes(r)) for n, r in zip(row[1], row[2], strict=True)]
+
+    def insert_checkpoints(self, rows: Sequence[tuple[int, str, bytes, str, float]]) -> None:
+        conn = self._writer
+        try:
+            with conn.transaction():
+                for row in rows:
+                    conn.execute(
+                        self.q(
+                            "INSERT INTO {s}.checkpoints (size, key_id, root, note, created_at)"
+                            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+                        ),
+                        row,
+                    )
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot store checkpoint ({_first_line(exc)})") from None
 
     def _read(self, query: sql.Composed, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._read_lock:
