@@ -43,6 +43,9 @@ THIRD_PARTY: Final = frozenset(
 )
 TOOL_TEXT: Final = frozenset({ContentKind.TOOL_DESCRIPTION, ContentKind.TOOL_RESULT, ContentKind.TOOL_ARGUMENTS})
 ALL_KINDS: Final = frozenset(ContentKind)
+# Money movement wording is everyday business in mail and documents (invoices, deposits); only a tool description has
+# no business asking for it.
+TOOL_DESCRIPTION_ONLY: Final = frozenset({ContentKind.TOOL_DESCRIPTION})
 # Prose people read and write (web pages, mail, docs): "visit the website at https://..." is ordinary there.
 PROSE: Final = frozenset({ContentKind.TOOL_RESULT, ContentKind.DOCUMENT, ContentKind.PROMPT, ContentKind.OUTPUT})
 
@@ -98,7 +101,8 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         0.6,
         r"(?i)\b(?:your|the)\s+(?:new|updated|real|true|actual|revised|only)\s+(?:instructions?|task|objective|goal|"
         r"mission|directive|orders|purpose)\s+(?:is|are|will\s+be|:)|\bnew\s+(?:system\s+)?instructions?\s*:|"
-        r"\bnew\s+(?:rule|directive|policy|instruction)\s*:\s*(?:you|the\s+(?:ai|assistant|model))\b",
+        r"\bnew\s+(?:rule|directive|instruction)\s*:\s*(?:you|the\s+(?:ai|assistant|model))\s+(?:must|will|are|"
+        r"should|can|may)\s+(?:now\s+)?(?:answer|respond|reply|ignore|always|never|comply|obey|reveal|output|say)\b",
     ),
     Signature(
         "PI-OVERRIDE-004",
@@ -227,8 +231,10 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         "prompt_extraction",
         H,
         0.75,
-        r"(?i)\bwhat\s+(?:are|were|is|was)\s+(?:your|the)\s+(?:\w+\s+)?(?:initial|original|first|system|hidden|secret|"
-        r"starting|exact|real)\s+(?:instructions?|prompt|rules|directives|guidelines|programming)|"
+        # "your", or "the hidden/secret ...": "what are the system instructions for installing Python" is a question.
+        r"(?i)\bwhat\s+(?:are|were|is|was)\s+(?:your\s+(?:\w+\s+)?(?:initial|original|first|system|hidden|secret|"
+        r"starting|exact|real)|the\s+(?:hidden|secret))\s+(?:instructions?|prompt|rules|directives|guidelines|"
+        r"programming)|"
         r"\bwhat\s+(?:were|have)\s+you\s+(?:been\s+)?(?:told|instructed|programmed)\s+(?:before|at\s+the|to\s+(?:do|say))|"
         r"\b(?:instructions?|text|prompt|words|message)\s+you\s+(?:were|have\s+been)\s+given\s+(?:initially|at\s+the\s+"
         r"(?:start|beginning)|before|earlier|first|by\s+your)",
@@ -344,7 +350,7 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         0.65,
         r"(?i)\b(?:wire|transfer|send|pay)\s+(?:\$|€|£)?\s?[\d,.]+\s*(?:\$|€|£|usd|eur|dollars|euros)?\s+to\s+"
         r"(?:the\s+)?(?:iban|account|bank\s+account|wallet|address)\b",
-        kinds=THIRD_PARTY,
+        kinds=TOOL_DESCRIPTION_ONLY,
     ),
     Signature(
         "PI-TOOL-005",
@@ -438,7 +444,7 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         0.6,
         r"(?i)\b(?:send|make|schedule|initiate|wire|transfer)\s+(?:a\s+|the\s+|all\s+(?:the\s+)?)?(?:new\s+)?"
         r"(?:transaction|payment|money|funds|wire\s+transfer|bank\s+transfer|balance)\s+(?:of\s+[^\s]+\s+)?to\b",
-        kinds=THIRD_PARTY,
+        kinds=TOOL_DESCRIPTION_ONLY,
     ),
     Signature(
         # Data text asking for the user's identifiers or secrets to be disclosed or forwarded.
@@ -461,7 +467,7 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         r"(?i)\b(?:send|transfer|wire|move)\b[^.\n]{0,100}\bto\s+(?:the\s+|this\s+|my\s+|an?\s+)?(?:account|iban|"
         r"wallet|bank\s+account)\b|\b(?:modify|change|update|set|replace)\s+the\s+(?:recipient|beneficiary|payee|iban|"
         r"account\s+number|destination\s+account)\b[^.\n]{0,40}\bto\b",
-        kinds=THIRD_PARTY,
+        kinds=TOOL_DESCRIPTION_ONLY,
     ),
     Signature(
         # Account takeover dictated by data: "change the password of the user to ...".
@@ -518,7 +524,7 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         "jailbreak_persona",
         H,
         0.85,
-        r"(?i)\bdo\s+anything\s+now\b|\b(?:act|acting|pretend|behave|roleplay|role-play)\s+(?:to\s+be\s+)?(?:as\s+|like\s+)"
+        r"(?i)\b(?:act|acting|pretend|behave|roleplay|role-play)\s+(?:to\s+be\s+)?(?:as\s+|like\s+)"
         r"(?:a\s+|an\s+)?(?:dan|betterdan|stan|dude|antigpt|ucar|aim|evil\s+(?:trusted\s+)?confidant|jailbroken)\b|"
         r"\bevil\s+trusted\s+confidant\b",
     ),
@@ -617,8 +623,7 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         r"(?i)\b(?:two|2)\s+(?:different\s+|separate\s+|distinct\s+)?(?:responses|answers|ways|paragraphs|personas)\b"
         r"[^\n]{0,160}"
         r"\b(?:jailbreak|jailbroken|unfiltered|dan|developer\s+mode|one\s+normal|as\s+yourself|without\s+(?:any\s+)?"
-        r"(?:filters|restrictions|censorship)|no\s+restrictions|opposite)\b|\b(?:answer|respond\s+to)\s+every\s+(?:question|prompt|message)\s+in\s+"
-        r"two\s+(?:different\s+|separate\s+)?ways\b",
+        r"(?:filters|restrictions|censorship)|no\s+restrictions|opposite)\b",
     ),
     Signature(
         # Rules-free persona claims: "free of all restrictions and filters", "not limited by OpenAI's policies".
@@ -651,14 +656,26 @@ SIGNATURES: Final[tuple[Signature, ...]] = (
         "jailbreak_persona",
         M,
         0.6,
-        r"(?i)\b(?:answers?|responds?|replies|reply|respond|answer)\s+(?:\w+\s+){0,3}?without\s+(?:any\s+)?(?:warnings?|"
-        r"disclaimers?|censorship|moral(?:s|izing)?|ethical\s+\w+)\b|\b(?:never|doesn't|does\s+not|don't|do\s+not)\s+"
-        r"(?:cares?|give\s+a\s+\w+|worr(?:y|ies))\s+about\s+(?:\w+\s+)?(?:ethic|legal|moral|laws?\b|rules\b)|\b(?:condones?|"
+        # "always/will answer without warnings" (a compiler "responds without any warnings" is not a persona).
+        r"(?i)\b(?:always|will|must|shall)\s+(?:\w+\s+)?(?:answers?|responds?|replies|reply|respond|answer)\s+"
+        r"(?:\w+\s+){0,3}?without\s+(?:any\s+)?(?:warnings?|disclaimers?|censorship|moral(?:s|izing)?|ethical\s+\w+)\b|"
+        r"\bwithout\s+(?:any\s+)?(?:warnings?\s*(?:/|or|and)\s*disclaimers?|disclaimers?\s*(?:/|or|and)\s*warnings?)|"
+        r"\b(?:never|doesn't|does\s+not|don't|do\s+not)\s+(?:cares?|give\s+a\s+\w+|worr(?:y|ies))\s+about\s+(?:\w+\s+)?"
+        r"(?:ethic|legal|moral)|\b(?:condones?|"
         r"promotes?|encourages?|loves?|backs?)\s+(?:everything\s+|anything\s+|all\s+)?(?:illegal|unethical|immoral|"
         r"inhumane)|\bwill\s+(?:answer|fulfil+|comply\s+with)\s+(?:any\s+|all\s+)?(?:immoral|illegal|unethical|harmful)"
         r"\s+(?:requests?|questions?|prompts?)|\b(?:ai|bot|chatbot|assistant|model|persona|character|entity)\s+(?:with|"
         r"that\s+has|who\s+has)\s+no\s+(?:rules|limitations|limits|restrictions|filters|ethics|morals|guidelines|"
         r"boundaries|censorship)|\bunbound\s+by\s+(?:any\s+)?(?:rules|principles|restrictions|ethics)|\bnever\s+refuses\b",
+    ),
+    Signature(
+        # The DAN name on its own: also how articles and moderators talk *about* the jailbreak.
+        "PI-JB-014",
+        "jailbreak_persona",
+        M,
+        0.6,
+        r"(?i)\bdo\s+anything\s+now\b",
+        supporting=ALL_KINDS,
     ),
     # --- response_priming: dictates the first words of the answer so the model starts past its refusal ---------
     Signature(
