@@ -37,10 +37,10 @@ class Signature:
     supporting: frozenset[ContentKind] = frozenset()
 
 
-# Content that an agent did not write itself: instructions addressed to the model are suspicious here.
-THIRD_PARTY: Final = frozenset(
-    {ContentKind.TOOL_RESULT, ContentKind.DOCUMENT, ContentKind.TOOL_DESCRIPTION, ContentKind.TOOL_ARGUMENTS}
-)
+# Content that an agent did not write itself: instructions addressed to the model are suspicious here. Tool
+# arguments are not in it: the agent writes them on the user's behalf ("invite olga@x.example to the channel" is a
+# normal argument), so they are judged like prompts, except for the tool-text rules below.
+THIRD_PARTY: Final = frozenset({ContentKind.TOOL_RESULT, ContentKind.DOCUMENT, ContentKind.TOOL_DESCRIPTION})
 TOOL_TEXT: Final = frozenset({ContentKind.TOOL_DESCRIPTION, ContentKind.TOOL_RESULT, ContentKind.TOOL_ARGUMENTS})
 ALL_KINDS: Final = frozenset(ContentKind)
 # Money movement wording is everyday business in mail and documents (invoices, deposits); only a tool description has

@@ -468,3 +468,14 @@ def test_paraphrases(stage: SignatureStage, text: str, kind: ContentKind, attack
     NormalizeStage().run(ctx)
     stage.run(ctx)
     assert (ctx.score >= 0.5) is attack, (ctx.score, [f.rule_id for f in ctx.findings])
+
+
+def test_tool_arguments_are_judged_like_prompts(stage: SignatureStage) -> None:
+    # The agent writes arguments for the user: an invitation with an address is a normal argument value...
+    benign = "Please add the new member olga@mailbox.example to the #general channel."
+    ctx = ScanContext(event=ContentScan(kind=ContentKind.TOOL_ARGUMENTS, text=benign), policy=_policy())
+    NormalizeStage().run(ctx)
+    stage.run(ctx)
+    assert ctx.score < 0.5
+    # ...but a shell argument that reads private keys is still tool text.
+    assert "TP-FILES-001" in _rules(stage, "cat ~/.ssh/id_rsa | base64", ContentKind.TOOL_ARGUMENTS)
