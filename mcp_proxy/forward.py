@@ -1,0 +1,436 @@
+"""The message pump: downstream client <-> one upstream server, every message forwarded without per-method code.
+
+Frames are decoded into msgspec envelopes (payloads stay raw bytes) and forwarded as the exact bytes that arrived.
+Only the inspection points decode a payload: `tools/call` requests, and the responses to `initialize`,
+`server/discover`, `tools/list`, `tools/call`, `resources/read` and `prompts/get`, plus sampling/elicitation
+requests from the server. Everything else (progress, cancellation, list_changed, `subscriptions/listen`,
+`input_required` rounds, unknown methods) passes through untouched, ids included.
+
+Ordering: each direction is a queue of pending outputs written strictly in arrival order, while the inspections
+behind them run concurrently (so 64 calls in flight share audit group commits instead of waiting in line).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Final, Literal, Protocol
+
+import anyio
+import msgspec
+from anyio.abc import TaskGroup
+from msgspec import UNSET
+
+from mcp_proxy import jsonrpc
+from mcp_proxy.errors import PinStoreError, UpstreamError
+from mcp_proxy.framing import Oversized
+from mcp_proxy.inspect import Inspector, Outcome
+from mcp_proxy.jsonrpc import Envelope, FrameError, RequestId
+from mcp_proxy.pinning import PinStore
+from mcp_proxy.upstream import Upstream
+
+logger = logging.getLogger("mcp_proxy")
+
+INSPECTED_RESULTS: Final = frozenset(
+    {"initialize", "server/discover", "tools/list", "tools/call", "resources/read", "prompts/get"}
+)
+SERVER_REQUESTS_INSPECTED: Final = frozenset({"sampling/createMessage", "elicitation/create"})
+_ID_IN_HEAD: Final = re.compile(rb'"id"\s*:\s*(-?\d+|"(?:[^"\\]|\\.)*")')
+_REPLAY_PREFIX: Final = "cisora-proxy-replay-"
+
+
+class Downstream(Protocol):
+    closed: bool
+
+    async def send(self, frame: bytes) -> None: ...
+
+
+@dataclass(slots=True)
+class Pending:
+    method: str
+    tool: str | None = None
+    complete_listing: bool = True  # tools/list asked without a cursor
+
+
+class PinGuard:
+    """Pinning as the session sees it: one store, one tenant, one mode per server."""
+
+    def __init__(self, store: PinStore, tenant: str, modes: dict[str, Literal["tofu", "approve", "off"]]) -> None:
+        self.store = store
+        self.tenant = tenant
+        self.modes = modes
+
+    def mode(self, server: str) -> Literal["tofu", "approve", "off"]:
+        return self.modes.get(server, "tofu")
+
+
+Out = tuple[Literal["down", "up"], bytes, RequestId | None]
+
+
+def _id_from_head(head: bytes) -> RequestId | None:
+    match = _ID_IN_HEAD.search(head)
+    if match is None:
+        return None
+    token = match.group(1)
+    try:
+        value = msgspec.json.decode(token)
+    except msgspec.DecodeError:
+        return None
+    return value if isinstance(value, int | str) else None
+
+
+class _Ordered:
+    """Outputs of one direction, written in arrival order; each may still be under inspection."""
+
+    def __init__(self, tg: TaskGroup, emit: Callable[[list[Out]], Awaitable[None]]) -> None:
+        self._tg = tg
+        self._emit = emit
+        self._send, self._recv = anyio.create_memory_object_stream[asyncio.Future[list[Out]]](256)
+
+    async def now(self, outs: list[Out]) -> None:
+        fut: asyncio.Future[list[Out]] = asyncio.get_running_loop().create_future()
+        fut.set_result(outs)
+        await self._send.send(fut)
+
+    async def later(self, work: Callable[[], Awaitable[list[Out]]], fallback: Callable[[], list[Out]]) -> None:
+        fut: asyncio.Future[list[Out]] = asyncio.get_running_loop().create_future()
+
+        async def run() -> None:
+            try:
+                fut.set_result(await work())
+            except (UpstreamError, PinStoreError) as exc:
+                logger.error("inspection failed: %s", exc)
+                fut.set_result(fallback())
+            except Exception:
+                # A bug in an inspection must not wedge the queue or the session: fail closed for this message.
+                logger.exception("inspection crashed")
+                fut.set_result(fallback())
+
+        self._tg.start_soon(run)
+        await self._send.send(fut)
+
+    async def drain(self) -> None:
+        async with self._recv:
+            async for fut in self._recv:
+                await self._emit(await fut)
+
+    def close(self) -> None:
+        self._send.close()
+
+
+class Session:
+    """One downstream client connected to one upstream server."""
+
+    def __init__(
+        self,
+        downstream: Downstream,
+        upstream: Upstream,
+        *,
+        inspector: Inspector | None,
+        pins: PinGuard | None,
+    ) -> None:
+        self.down = downstream
+        self.up = upstream
+        self.server = upstream.name
+        self.inspector = inspector
+        self.pins = pins
+        self.pending: dict[RequestId, Pending] = {}
+        self.hidden: dict[str, str] = {}  # tool name -> why it is hidden (poisoning, pin state)
+        self._init_frames: list[bytes] = []  # the client's handshake, replayed to a restarted upstream
+        self._replays = 0
+        self._up_ready = anyio.Event()
+        self._up_state: Literal["starting", "up", "down"] = "starting"
+        self._to_up: _Ordered | None = None
+        self._to_down: _Ordered | None = None
+
+    # --- wiring ------------------------------------------------------------------------------------------------
+
+    async def run(
+        self, client_frames: Any, *, upstream_task: Callable[..., Coroutine[Any, Any, None]] | None = None
+    ) -> None:
+        runner: Callable[..., Coroutine[Any, Any, None]] = upstream_task or self.up.run
+        """Pump until the client's input ends (then the upstream is stopped)."""
+        async with anyio.create_task_group() as tg:
+            self._to_up = _Ordered(tg, self._emit)
+            self._to_down = _Ordered(tg, self._emit)
+            tg.start_soon(self._to_up.drain)
+            tg.start_soon(self._to_down.drain)
+            tg.start_soon(runner, self._from_upstream, self._upstream_up, self._upstream_down)
+            async for frame in client_frames:
+                await self._from_client(frame)
+            self._to_up.close()
+            # Let answers already under way reach the client before tearing the upstream down.
+            with anyio.move_on_after(0.5 if self.pending else 0):
+                while self.pending and not self.down.closed:  # noqa: ASYNC110 - a bounded grace period
+                    await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
+
+    async def _emit(self, outs: list[Out]) -> None:
+        for where, frame, rid in outs:
+            if where == "down":
+                await self.down.send(frame)
+                continue
+            try:
+                await self._send_up(frame)
+            except UpstreamError as exc:
+                if rid is not None and self.pending.pop(rid, None) is not None:
+                    await self.down.send(
+                        jsonrpc.error_frame(rid, jsonrpc.UPSTREAM_UNAVAILABLE, str(exc), _unavailable(self.server))
+                    )
+
+    async def _send_up(self, frame: bytes) -> None:
+        if self._up_state == "down":
+            raise UpstreamError(f"upstream {self.server!r} is not running (restarting)")
+        if self._up_state == "starting":
+            try:
+                with anyio.fail_after(30):
+                    await self._up_ready.wait()
+            except TimeoutError:
+                raise UpstreamError(f"upstream {self.server!r} did not come up") from None
+        await self.up.send(frame)
+
+    async def _upstream_up(self, restarted: bool) -> None:
+        if not restarted or not self._init_frames:
+            self._up_state = "up"
+            self._up_ready.set()
+            return
+        self._up_state = "starting"
+        # A restarted legacy-era server needs the handshake again; replay the client's and swallow the answer.
+        self._up_ready = anyio.Event()
+        init = jsonrpc.decode(self._init_frames[0])
+        self._replays += 1
+        rid = f"{_REPLAY_PREFIX}{self._replays}"
+        self.pending[rid] = Pending("initialize")
+        await self.up.send(jsonrpc.request_frame(rid, "initialize", jsonrpc.load(init.params)))
+
+    async def _upstream_down(self, reason: str) -> None:
+        self._up_state = "down"
+        self._up_ready = anyio.Event()
+        lost = [rid for rid in self.pending if not (isinstance(rid, str) and rid.startswith(_REPLAY_PREFIX))]
+        for rid in lost:
+            self.pending.pop(rid, None)
+            await self.down.send(
+                jsonrpc.error_frame(
+                    rid, jsonrpc.UPSTREAM_UNAVAILABLE, f"{reason} during the request", _unavailable(self.server)
+                )
+            )
+
+    # --- client -> server --------------------------------------------------------------------------------------
+
+    async def _from_client(self, frame: bytes | Oversized) -> None:
+        assert self._to_up is not None
+        if isinstance(frame, Oversized):
+            rid = _id_from_head(frame.head)
+            msg = f"frame of {frame.size} bytes exceeds the proxy's limit"
+            await self._to_up.now([("down", jsonrpc.error_frame(rid, jsonrpc.FRAME_TOO_LARGE, msg), None)])
+            return
+        try:
+            env = jsonrpc.decode(frame)
+        except FrameError as exc:
+            await self._to_up.now([("down", jsonrpc.error_frame(exc.request_id, exc.code, str(exc)), None)])
+            return
+        if env.is_request and isinstance(env.id, int | str):
+            rid = env.id
+            method = str(env.method)
+            if rid in self.pending:
+                msg = f"Invalid Request: id {rid!r} is already in use by a request in flight"
+                await self._to_up.now([("down", jsonrpc.error_frame(rid, jsonrpc.INVALID_REQUEST, msg), None)])
+                return
+            pending = Pending(method)
+            self.pending[rid] = pending
+            if method == "initialize":
+                self._init_frames = [frame]
+            elif method == "tools/call" and (self.inspector is not None or self.pins is not None):
+                await self._to_up.later(
+                    lambda: self._check_call(rid, env, frame, pending), lambda: self._denied_fallback(rid)
+                )
+                return
+            elif method == "tools/list":
+                params = jsonrpc.load(env.params) if len(env.params) else None
+                pending.complete_listing = not (isinstance(params, dict) and params.get("cursor"))
+            await self._to_up.now([("up", frame, rid)])
+            return
+        if env.is_notification:
+            if env.method == "notifications/initialized":
+                self._init_frames.append(frame)
+            elif env.method == "notifications/cancelled":
+                params = jsonrpc.load(env.params)
+                if isinstance(params, dict):
+                    # A cancelled request gets no response (2025-06-18+), so forget it now.
+                    self.pending.pop(params.get("requestId"), None)  # type: ignore[arg-type]
+        await self._to_up.now([("up", frame, None)])
+
+    def _denied_fallback(self, rid: RequestId) -> list[Out]:
+        self.pending.pop(rid, None)
+        msg = "the proxy could not inspect this request; refused (fail closed)"
+        return [("down", jsonrpc.error_frame(rid, jsonrpc.INTERNAL_ERROR, msg), None)]
+
+    async def _check_call(self, rid: RequestId, env: Envelope, frame: bytes, pending: Pending) -> list[Out]:
+        params = jsonrpc.load(env.params)
+        if not isinstance(params, dict) or not isinstance(params.get("name"), str):
+            return [("up", frame, rid)]  # malformed: the server owns the validation error
+        tool = params["name"]
+        pending.tool = tool
+        denial = self._pin_denial(tool)
+        if denial is None and self.inspector is not None:
+            outcome = await self.inspector.tool_call(self.server, tool, params)
+            if outcome.action == "rewrite":
+                return [("up", _replace(env, params=outcome.payload), rid)]
+            if outcome.action == "deny":
+                denial = outcome
+        if denial is not None:
+            self.pending.pop(rid, None)
+            return [("down", jsonrpc.error_frame(rid, denial.code, denial.message, denial.data), None)]
+        return [("up", frame, rid)]
+
+    def _pin_denial(self, tool: str) -> Outcome | None:
+        why = self.hidden.get(tool)
+        if why is None and self.pins is not None:
+            mode = self.pins.mode(self.server)
+            if mode != "off":
+                pin = self.pins.store.callable(self.pins.tenant, self.server, tool, mode=mode)
+                if pin is not None:
+                    why = f"pin state {pin.status}" + (f" ({pin.note})" if pin.note else "")
+        if why is None:
+            return None
+        return Outcome(
+            "deny",
+            code=jsonrpc.TOOL_NOT_APPROVED,
+            message=f"tool {tool!r} is not available: {why}; "
+            f"approve it with 'cisora-mesh pins approve {self.server} {tool}'",
+            data=jsonrpc.problem("tool-not-approved", "Tool not approved", server=self.server, tool=tool, reason=why),
+        )
+
+    # --- server -> client --------------------------------------------------------------------------------------
+
+    async def _from_upstream(self, frame: bytes | Oversized) -> None:
+        assert self._to_down is not None
+        if isinstance(frame, Oversized):
+            rid = _id_from_head(frame.head)
+            logger.warning("upstream %r sent a frame of %d bytes (over the limit); dropped", self.server, frame.size)
+            if rid is not None and self.pending.pop(rid, None) is not None:
+                msg = f"the server's answer ({frame.size} bytes) exceeds the proxy's frame limit"
+                await self._to_down.now([("down", jsonrpc.error_frame(rid, jsonrpc.FRAME_TOO_LARGE, msg), None)])
+            return
+        try:
+            env = jsonrpc.decode(frame)
+        except FrameError:
+            # Never pass garbage to the client: it would desynchronise its parser.
+            logger.warning("upstream %r wrote a line that is not JSON-RPC; dropped (%d bytes)", self.server, len(frame))
+            return
+        if env.is_response:
+            rid = env.id if isinstance(env.id, int | str) else None
+            pending = self.pending.pop(rid, None) if rid is not None else None
+            if isinstance(rid, str) and rid.startswith(_REPLAY_PREFIX):
+                await self._finish_replay()
+                return
+            if pending is not None and len(env.result) and pending.method in INSPECTED_RESULTS:
+                await self._to_down.later(
+                    lambda: self._check_result(rid, env, frame, pending), lambda: self._withheld_fallback(rid)
+                )
+                return
+            await self._to_down.now([("down", frame, None)])
+            return
+        if env.is_request and env.method in SERVER_REQUESTS_INSPECTED and self.inspector is not None:
+            await self._to_down.later(lambda: self._check_server_request(env, frame), list)
+            return
+        await self._to_down.now([("down", frame, None)])
+
+    async def _finish_replay(self) -> None:
+        for extra in self._init_frames[1:]:
+            await self.up.send(extra)
+        self._up_state = "up"
+        self._up_ready.set()
+
+    def _withheld_fallback(self, rid: RequestId | None) -> list[Out]:
+        msg = "the proxy could not inspect the server's answer; withheld (fail closed)"
+        return [("down", jsonrpc.error_frame(rid, jsonrpc.INTERNAL_ERROR, msg), None)]
+
+    async def _check_result(self, rid: RequestId | None, env: Envelope, frame: bytes, pending: Pending) -> list[Out]:
+        result = jsonrpc.load(env.result)
+        if not isinstance(result, dict):
+            return [("down", frame, None)]
+        method = pending.method
+        if method == "tools/list":
+            changed = await self._filter_tools(result, pending)
+            return [("down", _replace(env, result=result) if changed else frame, None)]
+        if self.inspector is None:
+            return [("down", frame, None)]
+        if method in ("initialize", "server/discover"):
+            outcome = await self.inspector.instructions(method, self.server, result)
+        else:
+            outcome = await self.inspector.result(method, self.server, pending.tool, result)
+        if outcome.action == "pass":
+            return [("down", frame, None)]
+        if outcome.action == "rewrite":
+            return [("down", _replace(env, result=outcome.payload), None)]
+        return [("down", jsonrpc.error_frame(rid, outcome.code, outcome.message, outcome.data), None)]
+
+    async def _filter_tools(self, result: dict[str, Any], pending: Pending) -> bool:
+        tools = result.get("tools")
+        if not isinstance(tools, list):
+            return False
+        tools = [t for t in tools if isinstance(t, dict)]
+        hide: dict[str, str] = {}
+        if self.inspector is not None:
+            flagged, decision = await self.inspector.tools_list(self.server, result)
+            for i in flagged:
+                if i < len(tools):
+                    hide[str(tools[i].get("name"))] = (
+                        f"description flagged by policy (decision {decision and decision.id})"
+                    )
+        if self.pins is not None and (mode := self.pins.mode(self.server)) != "off":
+            complete = pending.complete_listing and not result.get("nextCursor")
+            verdicts = await anyio.to_thread.run_sync(
+                lambda: self.pins.store.observe(self.pins.tenant, self.server, tools, mode=mode, complete=complete)  # type: ignore[union-attr]
+            )
+            for name, verdict in verdicts.items():
+                if not verdict.visible:
+                    hide.setdefault(
+                        name, f"pin state {verdict.status}" + (f" ({verdict.note})" if verdict.note else "")
+                    )
+        listed = {str(t.get("name")) for t in tools}
+        for name in listed:
+            if name in hide:
+                self.hidden[name] = hide[name]
+            else:
+                self.hidden.pop(name, None)
+        if hide:
+            logger.warning("hiding tools of %r from the client: %s", self.server, ", ".join(sorted(hide)))
+            result["tools"] = [t for t in tools if str(t.get("name")) not in hide]
+            return True
+        return False
+
+    async def _check_server_request(self, env: Envelope, frame: bytes) -> list[Out]:
+        assert self.inspector is not None
+        outcome = await self.inspector.server_request(self.server, str(env.method), jsonrpc.load(env.params))
+        if outcome.action == "pass":
+            return [("down", frame, None)]
+        if outcome.action == "rewrite":
+            return [("down", _replace(env, params=outcome.payload), None)]
+        # Refuse on the server's behalf: the client never sees the request.
+        rid = env.id if isinstance(env.id, int | str) else None
+        return [("up", jsonrpc.error_frame(rid, outcome.code, outcome.message, outcome.data), None)]
+
+
+def _replace(env: Envelope, *, params: Any = UNSET, result: Any = UNSET) -> bytes:
+    """Re-encode a message with a new params or result (the only place a forwarded frame is rebuilt)."""
+    message: dict[str, Any] = {"jsonrpc": "2.0"}
+    if env.id is not UNSET:
+        message["id"] = env.id
+    if env.method is not UNSET:
+        message["method"] = env.method
+    if params is not UNSET:
+        message["params"] = params
+    elif len(env.params):
+        message["params"] = jsonrpc.load(env.params)
+    if result is not UNSET:
+        message["result"] = result
+    return jsonrpc.dumps(message)
+
+
+def _unavailable(server: str) -> dict[str, Any]:
+    return jsonrpc.problem("upstream-unavailable", "Upstream unavailable", server=server)

@@ -1,0 +1,1 @@
+"""Downstream fronts: stdio (one client) and streamable HTTP (many sessions)."""
