@@ -1,0 +1,354 @@
+"""The streamable-HTTP front at `/mcp`, both protocol eras.
+
+- Handshake era (2025-11-25 and earlier): one SDK `StreamableHTTPServerTransport` per `Mcp-Session-Id` (SSE,
+  GET stream, DELETE, resumption all handled by the SDK), each bridged into its own `Session` pump with its own
+  upstream connection (a stream connection is locked to the era of its first message, libraries.md 1.5).
+- 2026-07-28: single POST exchanges without a session. The `Mcp-Method`, `Mcp-Name` and `MCP-Protocol-Version`
+  headers must agree with the body (else 400), request ids are remapped so concurrent clients cannot collide, and
+  all modern traffic shares one upstream connection. Notifications a modern server sends mid-request (progress)
+  are not relayed: the answer is a single JSON response.
+
+Every request first passes the Host and Origin checks (DNS-rebinding protection). The client's `Authorization`
+header is never forwarded: upstreams are separate connections that the proxy opens with its own credentials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, MutableMapping, Sequence
+from typing import Any
+
+import anyio
+import msgspec
+from anyio.abc import TaskGroup, TaskStatus
+
+from mcp_proxy import jsonrpc
+from mcp_proxy.app import Runtime
+from mcp_proxy.config import server_name_for
+from mcp_proxy.errors import ProxyConfigError
+from mcp_proxy.forward import Session
+from mcp_proxy.upstream import Upstream
+
+logger = logging.getLogger("mcp_proxy.http")
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Any]
+Send = Callable[[MutableMapping[str, Any]], Any]
+
+MODERN = "2026-07-28"
+_META_VERSION = "io.modelcontextprotocol/protocolVersion"
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+async def _respond(send: Send, status: int, body: bytes, content_type: bytes = b"application/json") -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", content_type)]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _LegacyDownstream:
+    """Session output -> SDK transport write stream, tagged with the request it belongs to (so it lands on the
+    right POST SSE stream); messages without one go to the GET stream."""
+
+    def __init__(self, write: Any, progress: dict[Any, Any]) -> None:
+        from mcp.shared.message import ServerMessageMetadata, SessionMessage
+        from mcp.types import jsonrpc_message_adapter
+
+        self._write = write
+        self._progress = progress
+        self._adapter = jsonrpc_message_adapter
+        self._meta = ServerMessageMetadata
+        self._message = SessionMessage
+        self.closed = False
+
+    async def send(self, frame: bytes) -> None:
+        if self.closed:
+            return
+        env = jsonrpc.decode(frame)
+        related: Any = None
+        if env.is_response:
+            related = env.id
+        elif env.method == "notifications/progress":
+            params = jsonrpc.load(env.params)
+            if isinstance(params, dict):
+                related = self._progress.get(params.get("progressToken"))
+        message = self._adapter.validate_json(frame)
+        metadata = self._meta(related_request_id=related) if related is not None else None
+        try:
+            await self._write.send(self._message(message, metadata=metadata))
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self.closed = True
+
+
+async def _legacy_frames(read: Any, progress: dict[Any, Any]) -> AsyncIterator[bytes]:
+    async for item in read:
+        if isinstance(item, Exception):
+            logger.warning("dropped an unreadable client message: %s", type(item).__name__)
+            continue
+        message = item.message
+        frame = message.model_dump_json(by_alias=True, exclude_unset=True).encode()
+        params = getattr(message, "params", None)
+        if isinstance(params, dict):
+            meta = params.get("_meta")
+            if isinstance(meta, dict) and "progressToken" in meta:
+                progress[meta["progressToken"]] = message.id
+        yield frame
+
+
+class _ModernHub:
+    """All 2026-07-28 traffic through one `Session` and one upstream; ids remapped per HTTP request."""
+
+    def __init__(self) -> None:
+        self._ids = itertools.count(1)
+        self._waiters: dict[str, tuple[anyio.Event, Any, list[bytes]]] = {}
+        self._send, self._recv = anyio.create_memory_object_stream[bytes](1024)
+        self.closed = False
+
+    def frames(self) -> AsyncIterator[bytes]:
+        return self._recv.__aiter__()
+
+    async def send(self, frame: bytes) -> None:
+        env = jsonrpc.decode(frame)
+        if not env.is_response or not isinstance(env.id, str):
+            return  # see the module docstring: nothing to relay it on
+        waiter = self._waiters.get(env.id)
+        if waiter is None:
+            return
+        event, original, box = waiter
+        message = msgspec.json.decode(frame)
+        message["id"] = original
+        box.append(jsonrpc.dumps(message))
+        event.set()
+
+    async def call(self, message: dict[str, Any], wait: float) -> bytes | None:
+        if "id" not in message:
+            await self._send.send(jsonrpc.dumps(message))
+            return None
+        proxy_id = f"modern-{next(self._ids)}"
+        event = anyio.Event()
+        box: list[bytes] = []
+        self._waiters[proxy_id] = (event, message["id"], box)
+        try:
+            await self._send.send(jsonrpc.dumps({**message, "id": proxy_id}))
+            with anyio.move_on_after(wait):
+                await event.wait()
+        finally:
+            self._waiters.pop(proxy_id, None)
+        if not box:
+            return jsonrpc.error_frame(message["id"], jsonrpc.INTERNAL_ERROR, "the upstream did not answer in time")
+        return box[0]
+
+
+class McpHttpApp:
+    """ASGI app serving `/mcp` (mounted as a class instance so Starlette passes the raw ASGI triple)."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        make_upstream: Callable[[], Upstream],
+        *,
+        server: str,
+        allowed_hosts: Sequence[str],
+        allowed_origins: Sequence[str],
+        request_timeout: float = 300.0,
+    ) -> None:
+        self.runtime = runtime
+        self.make_upstream = make_upstream
+        self.server = server
+        self.allowed_hosts = {h.lower() for h in allowed_hosts}
+        self.allowed_origins = {o.lower().rstrip("/") for o in allowed_origins}
+        self.request_timeout = request_timeout
+        self._sessions: dict[str, Any] = {}
+        self._tg: TaskGroup | None = None
+        self._modern: _ModernHub | None = None
+
+    def _session(self, downstream: Any, upstream: Upstream, session_id: str | None) -> Session:
+        return Session(
+            downstream,
+            upstream,
+            inspector=self.runtime.inspector(session_id),
+            pins=self.runtime.pin_guard({self.server: self.runtime.settings.pinning}),
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            hub = _ModernHub()
+            self._modern = hub
+            modern_upstream = self.make_upstream()
+            tg.start_soon(self._session(hub, modern_upstream, "modern").run, hub.frames())
+            yield
+            tg.cancel_scope.cancel()
+
+    def _check_host_origin(self, scope: Scope) -> tuple[int, str] | None:
+        host = (_header(scope, b"host") or "").lower()
+        if host not in self.allowed_hosts:
+            return 421, "Misdirected Request: Host header not allowed"
+        origin = _header(scope, b"origin")
+        if origin is not None and origin.lower().rstrip("/") not in self.allowed_origins:
+            return 403, "Forbidden: Origin not allowed"
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        refused = self._check_host_origin(scope)
+        if refused is not None:
+            status, text = refused
+            body = jsonrpc.error_frame(None, jsonrpc.INVALID_REQUEST, text, jsonrpc.problem("forbidden-origin", text))
+            await _respond(send, status, body)
+            return
+        version = _header(scope, b"mcp-protocol-version")
+        if version == MODERN and scope["method"] == "POST" and _header(scope, b"mcp-session-id") is None:
+            await self._modern_post(scope, receive, send)
+            return
+        await self._legacy(scope, receive, send)
+
+    async def _legacy(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from mcp.server.streamable_http import StreamableHTTPServerTransport
+        from mcp.server.transport_security import TransportSecuritySettings
+
+        session_id = _header(scope, b"mcp-session-id")
+        if session_id is not None:
+            transport = self._sessions.get(session_id)
+            if transport is None:
+                body = jsonrpc.error_frame(None, jsonrpc.INVALID_REQUEST, "Session not found")
+                await _respond(send, 404, body)
+                return
+            await transport.handle_request(scope, receive, send)
+            return
+        if scope["method"] != "POST":
+            body = jsonrpc.error_frame(None, jsonrpc.INVALID_REQUEST, "Bad Request: missing Mcp-Session-Id")
+            await _respond(send, 400, body)
+            return
+        new_id = uuid.uuid4().hex
+        # Host/Origin were checked above; the SDK's own check would reject our configured names.
+        security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
+        transport = StreamableHTTPServerTransport(mcp_session_id=new_id, security_settings=security)
+        assert self._tg is not None
+        await self._tg.start(self._run_legacy, new_id, transport)
+        await transport.handle_request(scope, receive, send)
+
+    async def _run_legacy(self, session_id: str, transport: Any, *, task_status: TaskStatus[None]) -> None:
+        self._sessions[session_id] = transport
+        try:
+            async with transport.connect() as (read, write):
+                task_status.started()
+                progress: dict[Any, Any] = {}
+                downstream = _LegacyDownstream(write, progress)
+                session = self._session(downstream, self.make_upstream(), session_id)
+                await session.run(_legacy_frames(read, progress))
+        finally:
+            self._sessions.pop(session_id, None)
+
+    async def _modern_post(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = bytearray()
+        limit = self.runtime.settings.max_frame_bytes
+        while True:
+            event = await receive()
+            body += event.get("body", b"")
+            if len(body) > limit:
+                await _respond(send, 413, jsonrpc.error_frame(None, jsonrpc.FRAME_TOO_LARGE, "request too large"))
+                return
+            if not event.get("more_body"):
+                break
+        try:
+            jsonrpc.decode(bytes(body))
+            message = msgspec.json.decode(bytes(body))
+        except (jsonrpc.FrameError, msgspec.DecodeError) as exc:
+            code = exc.code if isinstance(exc, jsonrpc.FrameError) else jsonrpc.PARSE_ERROR
+            await _respond(send, 400, jsonrpc.error_frame(None, code, str(exc)))
+            return
+        mismatch = _header_mismatch(scope, message)
+        if mismatch is not None:
+            data = jsonrpc.problem("header-mismatch", "HeaderMismatch", detail=mismatch)
+            await _respond(send, 400, jsonrpc.error_frame(message.get("id"), jsonrpc.INVALID_REQUEST, mismatch, data))
+            return
+        assert self._modern is not None
+        answer = await self._modern.call(message, self.request_timeout)
+        if answer is None:
+            await send({"type": "http.response.start", "status": 202, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await _respond(send, 200, answer)
+
+
+def _header_mismatch(scope: Scope, message: dict[str, Any]) -> str | None:
+    method = message.get("method")
+    raw_params = message.get("params")
+    params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
+    header_method = _header(scope, b"mcp-method")
+    if header_method is not None and header_method != method:
+        return f"Mcp-Method header {header_method!r} does not match the body's method {method!r}"
+    header_name = _header(scope, b"mcp-name")
+    if header_name is not None:
+        body_name = params.get("name") if method in ("tools/call", "prompts/get") else params.get("uri")
+        if body_name is not None and header_name != body_name:
+            return "Mcp-Name header does not match the body"
+    raw_meta = params.get("_meta")
+    meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
+    body_version = meta.get(_META_VERSION)
+    if body_version is not None and body_version != MODERN:
+        return "MCP-Protocol-Version header does not match the body's protocol version"
+    return None
+
+
+def _allowed(
+    host: str, port: int, extra_hosts: Sequence[str], extra_origins: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    names = {host, "127.0.0.1", "localhost", "[::1]"}
+    hosts = [f"{n}:{port}" for n in names] + list(extra_hosts)
+    origins = [f"{scheme}://{n}:{port}" for n in names for scheme in ("http", "https")] + list(extra_origins)
+    return hosts, origins
+
+
+def build_app(
+    runtime: Runtime, *, host: str, port: int, upstream_url: str | None, command: Sequence[str], name: str | None
+) -> Any:
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    settings = runtime.settings
+    if upstream_url:
+        from mcp_proxy.upstream.streamable_http import HttpUpstream
+
+        server = name or "upstream"
+
+        def make_upstream() -> Upstream:
+            return HttpUpstream(server, upstream_url)
+
+    elif command:
+        from mcp_proxy.upstream.stdio import StdioUpstream
+
+        server = name or server_name_for(list(command))
+
+        def make_upstream() -> Upstream:
+            return StdioUpstream(
+                server, command, max_frame=settings.max_frame_bytes, backoff_max=settings.restart_backoff_max
+            )
+
+    else:
+        raise ProxyConfigError("give --upstream URL or -- CMD")
+    hosts, origins = _allowed(host, port, settings.http.allowed_hosts, settings.http.allowed_origins)
+    mcp_app = McpHttpApp(runtime, make_upstream, server=server, allowed_hosts=hosts, allowed_origins=origins)
+    return Starlette(
+        routes=[Route("/mcp", endpoint=mcp_app, methods=["GET", "POST", "DELETE"])], lifespan=mcp_app.lifespan
+    )
+
+
+def serve_http(
+    runtime: Runtime, *, host: str, port: int, upstream_url: str | None, command: Sequence[str], name: str | None
+) -> None:
+    import uvicorn
+
+    app = build_app(runtime, host=host, port=port, upstream_url=upstream_url, command=command, name=name)
+    uvicorn.run(app, host=host, port=port, log_level="warning", lifespan="on")
