@@ -477,6 +477,15 @@ class AuditStore:
         if self._thread is not None:
             self._queue.put(_STOP)
             self._thread.join()
+        # A caller that passed the closed check just as we closed may have queued behind _STOP: fail it rather
+        # than leave it blocked forever.
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not _STOP:
+                job.future.set_exception(StoreError("audit store is closed"))
         self._backend.close()
 
     def __enter__(self) -> AuditStore:

@@ -103,18 +103,19 @@ def verify_rows(
     sizes = sorted(roots)
     cr = CompactRange()
     try:
-        last_good = _stream(entries, roots, sizes, cr, report)
+        last_good, last_leaf = _stream(entries, roots, sizes, cr, report)
         n = cr.size
         beyond = [s for s in sizes if s > n]
         if beyond:
             raise _Bad(n, f"the log holds {n} entries but a checkpoint signs {beyond[-1]}: entries were removed")
-        if head is not None:
-            if head.size > n:
-                raise _Bad(n, f"the head records {head.size} entries but only {n} are stored: the log was truncated")
-            if head.size < n:
-                raise _Bad(head.size, f"entries from {head.size} on were added behind the log writer's back")
-            if head.compact != cr.to_bytes():
-                raise _Bad(last_good, "the head row does not match the recomputed tree")
+        if head is None:
+            raise _Bad(last_good, "the head row is missing")
+        if head.size > n:
+            raise _Bad(n, f"the head records {head.size} entries but only {n} are stored: the log was truncated")
+        if head.size < n:
+            raise _Bad(head.size, f"entries from {head.size} on were added behind the log writer's back")
+        if head.compact != cr.to_bytes() or head.last_leaf != last_leaf:
+            raise _Bad(last_good, "the head row does not match the recomputed tree")
     except _Bad as bad:
         report.first_bad_index = bad.index
         report.reason = bad.reason
@@ -129,9 +130,9 @@ def verify_rows(
 
 def _stream(
     entries: Iterable[EntryRow], roots: Mapping[int, bytes], sizes: list[int], cr: CompactRange, report: VerifyReport
-) -> int:
+) -> tuple[int, bytes]:
     """The hot loop (a million rows must verify in a few seconds): locals only, no per-row allocations we can
-    avoid. Returns the size of the last checkpoint whose root matched."""
+    avoid. Returns the size of the last checkpoint whose root matched, and the last leaf hash."""
     sha = hashlib.sha256
     decode = entry_decoder.decode
     append = cr.append
@@ -173,4 +174,4 @@ def _stream(
             last_good = expected
             report.signed_size = expected
             next_cp = next(pending, None)
-    return last_good
+    return last_good, bytes.fromhex(prev_hex)

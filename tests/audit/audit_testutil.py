@@ -147,6 +147,14 @@ def truncate_log_and_head(db: RawDb, store: AuditStore) -> None:
     )
 
 
+def delete_head(db: RawDb, store: AuditStore) -> None:
+    db.execute("DELETE FROM head")
+
+
+def change_head_last_leaf(db: RawDb, store: AuditStore) -> None:
+    db.execute("UPDATE head SET last_leaf = ? WHERE id = 0", (b"\x07" * 32,))
+
+
 def change_tenant_column(db: RawDb, store: AuditStore) -> None:
     db.execute("UPDATE entries SET tenant = 'other' WHERE idx = 13")
 
@@ -195,6 +203,8 @@ TAMPER_CASES = [
     TamperCase("truncate-log", truncate_log, 25),
     TamperCase("truncate-log-and-head", truncate_log_and_head, 25),
     TamperCase("change-tenant-column", change_tenant_column, 13),
+    TamperCase("delete-head-row", delete_head, 30),
+    TamperCase("change-head-last-leaf", change_head_last_leaf, 30),
     TamperCase("fork", fork, 10),
     TamperCase("corrupt-checkpoint-signature", corrupt_checkpoint, None, bad_checkpoint=20),
     TamperCase("checkpoint-by-foreign-key", foreign_key_checkpoint, None, bad_checkpoint=20),

@@ -106,7 +106,12 @@ class SqliteBackend:
                 if stmt.strip():
                     conn.execute(stmt)
             conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('log_id', ?)", (str(uuid.uuid4()),))
-            conn.execute("INSERT OR IGNORE INTO head (id, size, last_leaf, compact) VALUES (0, 0, x'', x'')")
+            # Only a new, empty log gets a fresh head: re-creating a deleted head over existing entries would
+            # hide the deletion (verify reports a missing head instead).
+            conn.execute(
+                "INSERT OR IGNORE INTO head (id, size, last_leaf, compact)"
+                " SELECT 0, 0, x'', x'' WHERE NOT EXISTS (SELECT 1 FROM entries)"
+            )
             row = conn.execute("SELECT value FROM meta WHERE key = 'log_id'").fetchone()
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
