@@ -23,12 +23,16 @@ from cisora_mesh.pipeline.runner import decide
 from cisora_mesh.policy.engine import PolicyEngine, PolicyResult
 
 
-def load_pack(name: str = "starter") -> PolicyEngine:
-    """Load and compile a rule pack shipped in `cisora_mesh/policy/packs/<name>.policy`."""
-    if not name.isidentifier():
+def pack_text(name: str = "starter") -> str:
+    """The source of a rule pack shipped in `cisora_mesh/policy/packs/<name>.policy` (to extend or print)."""
+    if not name.isidentifier():  # a name, never a path: packs are not loaded from user-controlled locations
         raise ValueError(f"invalid pack name {name!r}")
-    text = resources.files("cisora_mesh.policy").joinpath("packs", f"{name}.policy").read_text(encoding="utf-8")
-    return PolicyEngine.from_text(text, name=f"{name}.policy")
+    return resources.files("cisora_mesh.policy").joinpath("packs", f"{name}.policy").read_text(encoding="utf-8")
+
+
+def load_pack(name: str = "starter") -> PolicyEngine:
+    """Load and compile a shipped rule pack."""
+    return PolicyEngine.from_text(pack_text(name), name=f"{name}.policy")
 
 
 def starter_pack() -> PolicyEngine:
