@@ -89,18 +89,33 @@ class _LegacyDownstream:
 
 
 async def _legacy_frames(read: Any, progress: dict[Any, Any]) -> AsyncIterator[bytes]:
-    async for item in read:
+    async for item in _until_closed(read):
+        yield _client_frame(item, progress)
+
+
+async def _until_closed(read: Any) -> AsyncIterator[Any]:
+    # The SDK closes the stream when the session is deleted or the server shuts down: that is a normal end.
+    while True:
+        try:
+            item = await read.receive()
+        except (anyio.ClosedResourceError, anyio.EndOfStream):
+            return
         if isinstance(item, Exception):
             logger.warning("dropped an unreadable client message: %s", type(item).__name__)
             continue
-        message = item.message
-        frame = message.model_dump_json(by_alias=True, exclude_unset=True).encode()
-        params = getattr(message, "params", None)
-        if isinstance(params, dict):
-            meta = params.get("_meta")
-            if isinstance(meta, dict) and "progressToken" in meta:
-                progress[meta["progressToken"]] = message.id
-        yield frame
+        yield item
+
+
+def _client_frame(item: Any, progress: dict[Any, Any]) -> bytes:
+    message = item.message
+    frame: bytes = message.model_dump_json(by_alias=True, exclude_unset=True).encode()
+    params = getattr(message, "params", None)
+    if isinstance(params, dict):
+        meta = params.get("_meta")
+        if isinstance(meta, dict) and "progressToken" in meta:
+            # Progress for this request must go back on the request's own SSE stream.
+            progress[meta["progressToken"]] = message.id
+    return frame
 
 
 class _ModernHub:
