@@ -141,8 +141,10 @@ class AuditStore:
         keyring: KeyRing,
         checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY,
         checkpoint_interval: float | None = None,
+        checkpoint_on_close: bool = True,
     ) -> None:
         self._backend = backend
+        self._checkpoint_on_close = checkpoint_on_close
         self._keys = keyring
         self._every = checkpoint_every if checkpoint_every and checkpoint_every > 0 else None
         self._interval = checkpoint_interval
@@ -262,6 +264,10 @@ class AuditStore:
                 last_cp = time.monotonic()
                 dirty = False
             if stop:
+                if dirty and self._checkpoint_on_close:
+                    # Sign what this store appended, so even a short-lived process (one `scan`) leaves a log
+                    # that is covered by a signature, not just by the hash chain.
+                    self._commit([_Job(None)])
                 return
 
     def _sign(self, tx: WriteTx, cr: CompactRange, now: float) -> cpmod.SignedCheckpoint:
@@ -501,6 +507,7 @@ def open_store(
     data_dir: Path,
     checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY,
     checkpoint_interval: float | None = None,
+    checkpoint_on_close: bool = True,
     create: bool = True,
 ) -> AuditStore:
     """Open (creating if needed) the audit store named by ``url``.
@@ -508,6 +515,8 @@ def open_store(
     ``None`` is SQLite at ``data_dir/audit.db``; ``sqlite:///abs/path.db``; ``postgresql://...`` (an optional
     ``schema=NAME`` query parameter selects the schema). Keys live in ``data_dir/keys``. With
     ``create=False`` a missing SQLite file is an error instead of a new empty log (verifiers use this).
+    Checkpoints are signed every ``checkpoint_every`` entries, every ``checkpoint_interval`` seconds if the log
+    grew, on demand, and (``checkpoint_on_close``) when a store that appended something is closed.
     """
     keyring = KeyRing(data_dir / "keys")
     backend: Backend
@@ -529,7 +538,11 @@ def open_store(
         raise StoreError("unsupported audit store URL (use sqlite:///path.db or postgresql://...)")
     try:
         return AuditStore(
-            backend, keyring=keyring, checkpoint_every=checkpoint_every, checkpoint_interval=checkpoint_interval
+            backend,
+            keyring=keyring,
+            checkpoint_every=checkpoint_every,
+            checkpoint_interval=checkpoint_interval,
+            checkpoint_on_close=checkpoint_on_close,
         )
     except BaseException:
         backend.close()

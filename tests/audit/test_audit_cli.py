@@ -100,7 +100,7 @@ def test_prove_and_check_offline(data_dir: Path, tmp_path: Path, capsys: pytest.
     assert run(["audit", "prove", "--index", "21", "--data-dir", str(data_dir)]) == 0
     proof = json.loads(capsys.readouterr().out)
     assert proof["index"] == 21
-    assert proof["tree_size"] == 23  # latest checkpoint (20) did not cover 21, so one was signed on demand
+    assert proof["tree_size"] == 23  # the checkpoint signed when the writing store closed
     proof_file = tmp_path / "proof.json"
     proof_file.write_text(json.dumps(proof))
     run(["audit", "public-key", "--data-dir", str(data_dir)])
@@ -163,10 +163,10 @@ def test_export_tail_public_key(data_dir: Path, tmp_path: Path, capsys: pytest.C
     assert run(["audit", "export", "--data-dir", str(data_dir), "--out", str(out)]) == 0
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert sum(1 for x in lines if x["type"] == "entry") == 23
-    assert sum(1 for x in lines if x["type"] == "checkpoint") == 2
+    assert [x["size"] for x in lines if x["type"] == "checkpoint"] == [10, 20, 23]  # 23: signed on close
     capsys.readouterr()
     assert run(["audit", "export", "--data-dir", str(data_dir)]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 25
+    assert len(capsys.readouterr().out.splitlines()) == 26
     assert run(["audit", "tail", "-n", "3", "--data-dir", str(data_dir)]) == 0
     tail = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [t["index"] for t in tail] == [20, 21, 22]

@@ -153,7 +153,8 @@ def test_concurrent_processes_leave_no_gaps_or_forks(pg: PgEnv, tmp_path: Path) 
         report = store.verify()
         assert report.ok, report
         assert report.signed_size == 600
-        assert [cp.size for cp in store.checkpoints()] == list(range(50, 601, 50))
+        sizes = {cp.size for cp in store.checkpoints()}
+        assert set(range(50, 601, 50)) <= sizes  # every multiple of 50, plus those signed as workers closed
         tenants = [t for _i, t, _e, _h in store.backend.iter_entries()]
         assert sorted(tenants.count(f"w{w}") for w in range(4)) == [150] * 4
 

@@ -179,3 +179,18 @@ def test_open_store_errors(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(StoreError):
         store.append_record(make_record(0))
+
+
+def test_closing_a_store_that_appended_signs_a_checkpoint(tmp_path: Path) -> None:
+    with open_store(None, data_dir=tmp_path, checkpoint_every=100) as store:
+        store.append_many([make_record(i) for i in range(7)])
+        assert store.checkpoints() == []
+    with open_store(None, data_dir=tmp_path, checkpoint_every=100) as store:
+        assert [cp.size for cp in store.checkpoints()] == [7]
+        report = store.verify()
+        assert report.ok
+        assert report.signed_size == 7
+    with open_store(None, data_dir=tmp_path, checkpoint_every=100) as store:
+        assert store.size() == 7  # a read-only session adds nothing
+    with open_store(None, data_dir=tmp_path) as store:
+        assert [cp.size for cp in store.checkpoints()] == [7]
