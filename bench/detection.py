@@ -36,7 +36,8 @@ def in_validation(record_id: str) -> bool:
 
 
 def load(path: Path, split: str) -> list[dict[str, Any]]:
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    # split("\n"), not splitlines(): JSON strings may hold U+2028 and other characters splitlines() breaks on.
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
     return [r for r in rows if split == "all" or in_validation(str(r["id"]))]
 
 
@@ -58,7 +59,7 @@ def scan(rows: list[dict[str, Any]], stages: str) -> dict[str, dict[str, Any]]:
             "--no-audit",
         ]
         subprocess.run(cmd, check=True)
-        results = [json.loads(line) for line in out.read_text().splitlines()]
+        results = [json.loads(line) for line in out.read_text(encoding="utf-8").split("\n") if line.strip()]
     return {str(r["id"]): r for r in results}
 
 
