@@ -89,10 +89,16 @@ class _Ordered:
         self._tg = tg
         self._emit = emit
         self._send, self._recv = anyio.create_memory_object_stream[asyncio.Future[list[Out]]](256)
+        self._queued = 0  # outputs enqueued and not yet written
 
     async def now(self, outs: list[Out]) -> None:
+        if self._queued == 0:
+            # Nothing ahead of it: write directly and skip the queue hop (the common case, and the hot path).
+            await self._emit(outs)
+            return
         fut: asyncio.Future[list[Out]] = asyncio.get_running_loop().create_future()
         fut.set_result(outs)
+        self._queued += 1
         await self._send.send(fut)
 
     async def later(self, work: Callable[[], Awaitable[list[Out]]], fallback: Callable[[], list[Out]]) -> None:
@@ -110,12 +116,16 @@ class _Ordered:
                 fut.set_result(fallback())
 
         self._tg.start_soon(run)
+        self._queued += 1
         await self._send.send(fut)
 
     async def drain(self) -> None:
         async with self._recv:
             async for fut in self._recv:
-                await self._emit(await fut)
+                try:
+                    await self._emit(await fut)
+                finally:
+                    self._queued -= 1
 
     def close(self) -> None:
         self._send.close()
