@@ -436,16 +436,19 @@ class AuditStore:
         )
 
     def export(self, fp: IO[bytes]) -> int:
-        """JSON lines: every entry (its exact stored bytes, embedded raw), then every checkpoint."""
+        """JSON lines (see docs/audit.md): a ``log`` line with the origin, every checkpoint, then every entry with
+        its exact stored bytes embedded raw. Checkpoints come first (read before the entries, so every checkpoint
+        is covered by the entries that follow) so `verify_export` can check the file in one streaming pass."""
         enc = msgspec.json.Encoder()
+        fp.write(enc.encode({"type": "log", "origin": self.origin}) + b"\n")
+        for size, kid, root, note in self._backend.checkpoints():
+            line = {"type": "checkpoint", "size": size, "key_id": kid, "root": root.hex(), "note": note}
+            fp.write(enc.encode(line) + b"\n")
         n = 0
         for idx, tenant, entry, lh in self._backend.iter_entries():
             line = {"type": "entry", "index": idx, "tenant": tenant, "leaf_hash": lh.hex(), "entry": msgspec.Raw(entry)}
             fp.write(enc.encode(line) + b"\n")
             n += 1
-        for size, kid, root, note in self._backend.checkpoints():
-            line2 = {"type": "checkpoint", "size": size, "key_id": kid, "root": root.hex(), "note": note}
-            fp.write(enc.encode(line2) + b"\n")
         return n
 
     def tail(self, n: int = 10) -> list[dict[str, Any]]:

@@ -97,6 +97,7 @@ def verify_rows(
     *,
     origin: str | None = None,
     trusted: Sequence[cpmod.SignedCheckpoint] = (),
+    check_head: bool = True,
 ) -> VerifyReport:
     report = VerifyReport(ok=False, size=0, root=EMPTY_ROOT.hex(), signed_size=0, checkpoints_checked=0)
     roots = _trusted_checkpoints(checkpoint_rows, trusted, keys, origin, report)
@@ -108,14 +109,8 @@ def verify_rows(
         beyond = [s for s in sizes if s > n]
         if beyond:
             raise _Bad(n, f"the log holds {n} entries but a checkpoint signs {beyond[-1]}: entries were removed")
-        if head is None:
-            raise _Bad(last_good, "the head row is missing")
-        if head.size > n:
-            raise _Bad(n, f"the head records {head.size} entries but only {n} are stored: the log was truncated")
-        if head.size < n:
-            raise _Bad(head.size, f"entries from {head.size} on were added behind the log writer's back")
-        if head.compact != cr.to_bytes() or head.last_leaf != last_leaf:
-            raise _Bad(last_good, "the head row does not match the recomputed tree")
+        if check_head:  # an export carries no head row: its checkpoints are the whole claim
+            _check_head(head, n, last_good, last_leaf, cr)
     except _Bad as bad:
         report.first_bad_index = bad.index
         report.reason = bad.reason
@@ -126,6 +121,17 @@ def verify_rows(
     if report.reason is None and report.problems:
         report.reason = report.problems[0]
     return report
+
+
+def _check_head(head: Head | None, n: int, last_good: int, last_leaf: bytes, cr: CompactRange) -> None:
+    if head is None:
+        raise _Bad(last_good, "the head row is missing")
+    if head.size > n:
+        raise _Bad(n, f"the head records {head.size} entries but only {n} are stored: the log was truncated")
+    if head.size < n:
+        raise _Bad(head.size, f"entries from {head.size} on were added behind the log writer's back")
+    if head.compact != cr.to_bytes() or head.last_leaf != last_leaf:
+        raise _Bad(last_good, "the head row does not match the recomputed tree")
 
 
 def _stream(
@@ -175,3 +181,79 @@ def _stream(
             report.signed_size = expected
             next_cp = next(pending, None)
     return last_good, bytes.fromhex(prev_hex)
+
+
+class _ExportLine(msgspec.Struct, forbid_unknown_fields=True):
+    type: str
+    origin: str = ""
+    index: int = -1
+    tenant: str = ""
+    leaf_hash: str = ""
+    entry: msgspec.Raw = msgspec.Raw(b"")
+    size: int = -1
+    key_id: str = ""
+    root: str = ""
+    note: str = ""
+
+
+_line_decoder = msgspec.json.Decoder(_ExportLine)
+
+
+def verify_export(
+    lines: Iterable[bytes],
+    keys: Mapping[str, Ed25519PublicKey],
+    *,
+    trusted: Sequence[cpmod.SignedCheckpoint] = (),
+) -> VerifyReport:
+    """Verify an `AuditStore.export` file offline: the same checks as a store, without a database or a head row.
+
+    The origin comes from the file's ``log`` line and every checkpoint must be for it, so checkpoints of another
+    log cannot be mixed in. Malformed lines are reported as the first bad entry, never raised.
+    """
+    it = iter(lines)
+    origin: str | None = None
+    checkpoint_rows: list[CheckpointRow] = []
+    first_entry: _ExportLine | None = None
+    bad_line: tuple[int, str] | None = None
+    lineno = 0
+    for raw in it:
+        lineno += 1
+        try:
+            line = _line_decoder.decode(raw)
+            if line.type == "log" and lineno == 1:
+                origin = line.origin
+            elif line.type == "checkpoint" and origin is not None:
+                checkpoint_rows.append((line.size, line.key_id, bytes.fromhex(line.root), line.note))
+            elif line.type == "entry" and origin is not None:
+                first_entry = line
+                break
+            else:
+                raise ValueError(line.type)
+        except (msgspec.DecodeError, ValueError):
+            bad_line = (lineno, "is not a valid export line (expected a log line, then checkpoints, then entries)")
+            break
+
+    def entries() -> Iterable[EntryRow]:
+        nonlocal lineno
+        expected = 0
+        if bad_line is not None:
+            raise _Bad(0, f"export line {bad_line[0]} {bad_line[1]}")
+        pending = first_entry
+        while pending is not None:
+            try:
+                if pending.type != "entry":
+                    raise ValueError(pending.type)
+                yield pending.index, pending.tenant, bytes(pending.entry), bytes.fromhex(pending.leaf_hash)
+            except ValueError:
+                raise _Bad(expected, f"export line {lineno} is not an entry line") from None
+            expected = pending.index + 1
+            raw = next(it, None)
+            if raw is None:
+                return
+            lineno += 1
+            try:
+                pending = _line_decoder.decode(raw)
+            except msgspec.DecodeError:
+                raise _Bad(expected, f"export line {lineno} is not valid JSON for an entry") from None
+
+    return verify_rows(entries(), checkpoint_rows, None, keys, origin=origin or "", trusted=trusted, check_head=False)

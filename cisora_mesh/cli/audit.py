@@ -49,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = sub("verify", "recompute the whole log and check every checkpoint; exit 1 if anything is wrong", _verify)
     p.add_argument("--public-key", type=Path, metavar="FILE", help="PEM public key(s) to trust (default: data dir)")
     p.add_argument("--checkpoint", type=Path, metavar="FILE", help="a checkpoint you kept earlier: must still match")
+    p.add_argument("--export", type=Path, metavar="FILE", help="verify an 'audit export' file instead of a store")
 
     p = sub("prove", "print an inclusion proof for one entry, or check one offline with --check", _prove)
     p.add_argument("--index", type=int, metavar="N", help="log index of the entry")
@@ -131,15 +132,24 @@ def _verify(args: argparse.Namespace) -> int:
     from cisora_mesh.audit import InvalidCheckpoint
     from cisora_mesh.audit import checkpoint as cpmod
 
-    with _open(args) as store:
-        keys = _keys(args.public_key, store)
-        trusted = []
-        if args.checkpoint is not None:
-            try:
-                trusted.append(cpmod.parse(_read_text(args.checkpoint)))
-            except InvalidCheckpoint as exc:
-                raise CliError(f"{args.checkpoint}: {exc}", exit_code=1) from None
-        report = store.verify(keys, trusted=trusted)
+    trusted = []
+    if args.checkpoint is not None:
+        try:
+            trusted.append(cpmod.parse(_read_text(args.checkpoint)))
+        except InvalidCheckpoint as exc:
+            raise CliError(f"{args.checkpoint}: {exc}", exit_code=1) from None
+    if args.export is not None:
+        from cisora_mesh.audit.verify import verify_export
+
+        keys = _keys(args.public_key)
+        try:
+            with args.export.open("rb") as fp:
+                report = verify_export(fp, keys, trusted=trusted)
+        except OSError as exc:
+            raise CliError(f"{args.export}: cannot read ({exc.strerror or type(exc).__name__})") from None
+    else:
+        with _open(args) as store:
+            report = store.verify(_keys(args.public_key, store), trusted=trusted)
     _emit({"intact": report.ok, **report.to_dict()})
     if not report.ok:
         where = "" if report.first_bad_index is None else f"first bad entry {report.first_bad_index}: "

@@ -166,7 +166,7 @@ def test_export_tail_public_key(data_dir: Path, tmp_path: Path, capsys: pytest.C
     assert [x["size"] for x in lines if x["type"] == "checkpoint"] == [10, 20, 23]  # 23: signed on close
     capsys.readouterr()
     assert run(["audit", "export", "--data-dir", str(data_dir)]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 26
+    assert len(capsys.readouterr().out.splitlines()) == 27  # log line, 3 checkpoints, 23 entries
     assert run(["audit", "tail", "-n", "3", "--data-dir", str(data_dir)]) == 0
     tail = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [t["index"] for t in tail] == [20, 21, 22]
@@ -180,3 +180,23 @@ def test_export_tail_public_key(data_dir: Path, tmp_path: Path, capsys: pytest.C
 def test_bare_audit_prints_usage(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["audit"]) == 2
     assert "verify" in capsys.readouterr().err
+
+
+def test_verify_an_export_file_offline(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "log.jsonl"
+    assert run(["audit", "export", "--data-dir", str(data_dir), "--out", str(out)]) == 0
+    run(["audit", "public-key", "--data-dir", str(data_dir)])
+    key_file = tmp_path / "k.pub"
+    key_file.write_text(capsys.readouterr().out)
+    assert run(["audit", "verify", "--export", str(out), "--public-key", str(key_file)]) == 0
+    assert json.loads(capsys.readouterr().out)["signed_size"] == 23
+    lines = out.read_bytes().splitlines()
+    out.write_bytes(b"\n".join(x.replace(b"d-17", b"d-71") for x in lines) + b"\n")
+    assert run(["audit", "verify", "--export", str(out), "--public-key", str(key_file)]) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["first_bad_index"] == 17
+    _one_line(captured.err)
+    assert run(["audit", "verify", "--export", str(out)]) == 2  # offline needs a key
+    _one_line(capsys.readouterr().err)
+    assert run(["audit", "verify", "--export", str(tmp_path / "none.jsonl"), "--public-key", str(key_file)]) == 2
+    _one_line(capsys.readouterr().err)

@@ -10,6 +10,7 @@ from pathlib import Path
 import msgspec
 import pytest
 from audit_testutil import make_record
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cisora_mesh.audit import AuditStore, InvalidProof, StoreError, open_store
 from cisora_mesh.audit import checkpoint as cpmod
@@ -150,7 +151,9 @@ def test_export_lines_hold_exact_entry_bytes(sqlite_store: AuditStore) -> None:
         entry: msgspec.Raw
         leaf_hash: str
 
-    for raw in lines[:12]:
+    for raw in lines:
+        if b'"type":"entry"' not in raw:
+            continue
         line = msgspec.json.decode(raw, type=Line)
         assert leaf_hash(bytes(line.entry)).hex() == line.leaf_hash
     assert any(b'"type":"checkpoint"' in x for x in lines)
@@ -194,3 +197,30 @@ def test_closing_a_store_that_appended_signs_a_checkpoint(tmp_path: Path) -> Non
         assert store.size() == 7  # a read-only session adds nothing
     with open_store(None, data_dir=tmp_path) as store:
         assert [cp.size for cp in store.checkpoints()] == [7]
+
+
+def test_export_verifies_offline_and_tampering_is_found(sqlite_store: AuditStore) -> None:
+    from cisora_mesh.audit.verify import verify_export
+
+    sqlite_store.append_many([make_record(i) for i in range(25)])
+    buf = io.BytesIO()
+    sqlite_store.export(buf)
+    lines = buf.getvalue().splitlines()
+    keys = sqlite_store.public_keys()
+    report = verify_export(lines, keys)
+    assert report.ok, report
+    assert report.size == 25
+    assert report.signed_size == 20
+
+    def entry_line(i: int) -> int:
+        return next(n for n, x in enumerate(lines) if x.startswith(b'{"type":"entry","index":%d,' % i))
+
+    changed = list(lines)
+    changed[entry_line(13)] = changed[entry_line(13)].replace(b"agent-1", b"agent-2")
+    assert verify_export(changed, keys).first_bad_index == 13
+    dropped = [x for n, x in enumerate(lines) if n != entry_line(7)]
+    assert verify_export(dropped, keys).first_bad_index == 7
+    assert verify_export([*lines[:-3], b"{not json", *lines[-2:]], keys).first_bad_index == 22
+    assert verify_export([b"garbage", *lines[1:]], keys).first_bad_index == 0
+    other = Ed25519PrivateKey.generate().public_key()
+    assert not verify_export(lines, {"x": other}).ok
