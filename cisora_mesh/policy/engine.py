@@ -58,12 +58,28 @@ _ACTION_RANK: Final = {Action.LOG_ONLY: 0, Action.REDACT: 1, Action.REVIEW: 2, A
 class _Values(dict[int, object]):
     """Field values of one evaluation, read on first use (a rule that short-circuits never pays for the rest)."""
 
-    __slots__ = ("getters", "inp")
+    __slots__ = ("getters", "groups", "inp", "rx")
 
-    def __init__(self, getters: list[Getter], inp: EvalInput) -> None:
+    def __init__(self, getters: list[Getter], groups: Mapping[int, _RegexGroup], inp: EvalInput) -> None:
         super().__init__()
         self.getters = getters
+        self.groups = groups
         self.inp = inp
+        self.rx: dict[int, frozenset[int]] = {}
+
+    def regex_hits(self, slot: int) -> frozenset[int]:
+        """Which of the field's regexes match its value (any element, for lists): one RE2 set pass per string."""
+        hits = self.rx.get(slot)
+        if hits is None:
+            value, group = self[slot], self.groups[slot]
+            if type(value) is str:
+                hits = group.hits(value)
+            elif type(value) is tuple:
+                hits = frozenset().union(*(group.hits(x) for x in value if type(x) is str))
+            else:
+                hits = _NO_HITS
+            self.rx[slot] = hits
+        return hits
 
     def __missing__(self, index: int) -> object:
         value = self.getters[index](self.inp)
@@ -114,6 +130,19 @@ class _CompiledRule:
     rule: Rule
     cond: Cond
     match: RuleMatch
+    gate: tuple[int, bool, frozenset[str]] | None  # (slot, list-valued, values) one of which the field must hold
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """The rules one combination of surfaces reaches: some always checked, the rest behind an equality index.
+
+    A rule whose condition is (or starts with a conjunct) `field == "x"` / `field in [...]` on a string field can
+    only match when the field holds one of those values, so it is looked up by value instead of being tried.
+    """
+
+    always: tuple[int, ...]
+    index: tuple[tuple[int, bool, dict[str, tuple[int, ...]]], ...]
 
 
 @dataclass(slots=True)
@@ -121,6 +150,7 @@ class _Compiler:
     source: str
     getters: list[Getter] = field(default_factory=list)
     slots: dict[str, int] = field(default_factory=dict)
+    regex_groups: dict[int, _RegexGroup] = field(default_factory=dict)
 
     def error(self, node: Compare, message: str) -> PolicySyntaxError:
         return PolicySyntaxError(message, line=node.line, column=node.column, source=self.source)
@@ -153,9 +183,21 @@ class _Compiler:
         if spec is None:
             raise self.error(node, f"unknown field {node.field!r} (see docs/policy-language.md for the field list)")
         value = self.check_types(node, spec)
-        positive = _positive(node.op, value, lambda message: self.error(node, message))
         index = self.slot(spec)
-        negate = node.op in NEGATED_OPS
+        if node.op is Op.REGEX:
+            cond = self.regex(node, spec, index, str(value))
+        else:
+            fast = _fast_path(node.op, value, spec, index)
+            if fast is not None:
+                return fast  # already negated where the operator is
+            cond = self.generic(node, spec, index, value)
+        if node.op in NEGATED_OPS:
+            inner = cond
+            return lambda v: not inner(v)
+        return cond
+
+    def generic(self, node: Compare, spec: FieldSpec, index: int, value: Literal) -> Cond:
+        positive = _positive(node.op, value, lambda message: self.error(node, message))
         if spec.many:
 
             def test_many(v: _Values) -> bool:
@@ -164,8 +206,8 @@ class _Compiler:
                         return True
                 return False
 
-            cond = test_many
-        elif spec.type is FieldType.ANY:
+            return test_many
+        if spec.type is FieldType.ANY:
 
             def test_any(v: _Values) -> bool:
                 item = v[index]
@@ -173,17 +215,19 @@ class _Compiler:
                     return any(positive(x) for x in item)
                 return positive(item)
 
-            cond = test_any
-        else:
+            return test_any
+        return lambda v: positive(v[index])
 
-            def test_one(v: _Values) -> bool:
-                return positive(v[index])
-
-            cond = test_one
-        if negate:
-            inner = cond
-            return lambda v: not inner(v)
-        return cond
+    def regex(self, node: Compare, spec: FieldSpec, index: int, pattern: str) -> Cond:
+        # Validate alone (RE2 syntax, size, empty match) for a precise error; match through the field's group:
+        # one RE2 set pass per distinct value answers every regex rule on that field at once.
+        try:
+            compile_linear(pattern, name="regex")
+        except PatternError as exc:
+            raise self.error(node, str(exc)) from None
+        member = self.regex_groups.setdefault(index, _RegexGroup()).add(pattern)
+        # Any-match over list values is done by `regex_hits`, so list and single fields compile the same.
+        return lambda v: member in v.regex_hits(index)
 
     def check_types(self, node: Compare, spec: FieldSpec) -> Literal:
         op, value = node.op, node.value
@@ -232,6 +276,108 @@ class _Compiler:
         return value
 
 
+def _gate(expr: Expr, slots: Mapping[str, int]) -> tuple[int, bool, frozenset[str]] | None:
+    """The equality conjunct a rule cannot match without, if it has one on a string field."""
+    items = expr.items if isinstance(expr, And) else (expr,)
+    for item in items:
+        if not isinstance(item, Compare) or item.op not in (Op.EQ, Op.IN):
+            continue
+        spec = resolve(item.field)
+        if spec is None or spec.type is not FieldType.STR:
+            continue
+        values = item.value if isinstance(item.value, tuple) else (item.value,)
+        if values and all(isinstance(x, str) for x in values):
+            return slots[spec.name], spec.many, frozenset(x for x in values if isinstance(x, str))
+    return None
+
+
+class _RegexGroup:
+    """All `regex` patterns tested against one field, compiled into one RE2 set (a single linear pass)."""
+
+    def __init__(self) -> None:
+        self.patterns: list[str] = []
+        self._set: re2.Set | None = None
+
+    def add(self, pattern: str) -> int:
+        self.patterns.append(pattern)
+        return len(self.patterns) - 1
+
+    def finalize(self) -> None:
+        rset = re2.Set.SearchSet(_GLOB_OPTIONS)
+        for pattern in self.patterns:
+            rset.Add(pattern)
+        try:
+            rset.Compile()
+        except re2.error:
+            raise PolicySyntaxError(
+                "the policy's regexes together exceed the regex memory budget", line=1, column=1
+            ) from None
+        self._set = rset
+
+    def hits(self, text: str) -> frozenset[int]:
+        if self._set is None:
+            return _NO_HITS
+        found = self._set.Match(text)
+        return frozenset(found) if found else _NO_HITS
+
+
+_NO_HITS: Final[frozenset[int]] = frozenset()
+
+
+def _fast_path(op: Op, value: Literal, spec: FieldSpec, index: int) -> Cond | None:
+    """Closures that skip the generic per-element predicate for the common string comparisons.
+
+    Only for fields typed as strings, whose values are always a str, MISSING or (list fields) a tuple of str, so
+    hashing and `==` are safe and give the same answers as the generic path.
+    """
+    if spec.type is not FieldType.STR:
+        return None
+    strings = isinstance(value, tuple) and all(isinstance(x, str) for x in value)
+    options = frozenset(value) if strings else frozenset()  # type: ignore[arg-type]
+    if spec.many:
+        if op is Op.EQ and isinstance(value, str):
+            return lambda v: value in v[index]  # type: ignore[operator]
+        if op is Op.NE and isinstance(value, str):
+            return lambda v: value not in v[index]  # type: ignore[operator]
+        if op is Op.IN and strings:
+            return lambda v: not options.isdisjoint(v[index])  # type: ignore[arg-type]
+        if op is Op.NOT_IN and strings:
+            return lambda v: options.isdisjoint(v[index])  # type: ignore[arg-type]
+        return None
+    if op is Op.EQ and isinstance(value, str):
+        return lambda v: v[index] == value
+    if op is Op.NE and isinstance(value, str):
+        return lambda v: v[index] != value
+    if op is Op.IN and strings:
+        return lambda v: v[index] in options
+    if op is Op.NOT_IN and strings:
+        return lambda v: v[index] not in options
+    if op is Op.CONTAINS and isinstance(value, str):
+        return lambda v: type(x := v[index]) is str and value in x
+    if op is Op.MATCHES and isinstance(value, str):
+        test = _simple_glob(value)
+        if test is not None:
+            return lambda v: type(x := v[index]) is str and test(x)
+    return None
+
+
+def _simple_glob(glob: str) -> Pred | None:
+    """String-method equivalents of globs made of literals and `*` only (most real ones); None otherwise."""
+    if any(c in glob for c in "?["):
+        return None
+    pieces = glob.split("*")
+    if len(pieces) == 1:
+        return lambda x: x == glob
+    if len(pieces) == 2:
+        pre, suf = pieces
+        need = len(pre) + len(suf)
+        return lambda x: len(x) >= need and x.startswith(pre) and x.endswith(suf)  # type: ignore[attr-defined,arg-type]
+    if len(pieces) == 3 and pieces[0] == "" and pieces[2] == "":
+        mid = pieces[1]
+        return lambda x: mid in x  # type: ignore[operator]
+    return None
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -252,12 +398,6 @@ def _positive(op: Op, value: Literal, error: Callable[[str], PolicySyntaxError])
     if op is Op.MATCHES:
         glob = _compile_glob(str(value), error)
         return lambda v: type(v) is str and glob.fullmatch(v) is not None
-    if op is Op.REGEX:
-        try:
-            rx = compile_linear(str(value), name="regex")
-        except PatternError as exc:
-            raise error(str(exc)) from None
-        return lambda v: type(v) is str and rx.search(v) is not None
     bound = float(value)  # type: ignore[arg-type]
     is_num: Callable[[object], bool] = lambda v: type(v) is int or type(v) is float  # noqa: E731
     if op is Op.LT:
@@ -331,13 +471,16 @@ class PolicyEngine:
             cond = compiler.expr(rule.condition)  # compile disabled rules too: a typo is an error either way
             if rule.enabled:
                 match = RuleMatch(rule.id, rule.version, rule.action, rule.category, rule.severity)
-                compiled.append(_CompiledRule(rule, cond, match))
+                compiled.append(_CompiledRule(rule, cond, match, _gate(rule.condition, compiler.slots)))
+        for group in compiler.regex_groups.values():
+            group.finalize()
         self.doc = doc
         self.name = doc.name
         self.version = doc.version
         self._rules = tuple(compiled)
         self._getters = compiler.getters
-        self._by_surfaces: dict[frozenset[str], tuple[_CompiledRule, ...]] = {}
+        self._groups = dict(compiler.regex_groups)
+        self._by_surfaces: dict[frozenset[str], _Plan] = {}
 
     @classmethod
     def from_text(cls, text: str, *, name: str = "<policy>") -> PolicyEngine:
@@ -348,14 +491,31 @@ class PolicyEngine:
         """The enabled rules, in source order."""
         return tuple(c.rule for c in self._rules)
 
-    def _candidates(self, event: Event) -> tuple[_CompiledRule, ...]:
+    def _plan(self, event: Event) -> _Plan:
         surfaces = surfaces_of(event)
-        found = self._by_surfaces.get(surfaces)
-        if found is None:
-            # Benign race: two threads may both build the same tuple; either result is correct.
-            found = tuple(c for c in self._rules if not surfaces.isdisjoint(c.rule.surfaces))
-            self._by_surfaces[surfaces] = found
-        return found
+        plan = self._by_surfaces.get(surfaces)
+        if plan is None:
+            # Benign race: two threads may both build the same plan; either result is correct.
+            always: list[int] = []
+            index: dict[tuple[int, bool], dict[str, list[int]]] = {}
+            for position, c in enumerate(self._rules):
+                if surfaces.isdisjoint(c.rule.surfaces):
+                    continue
+                if c.gate is None:
+                    always.append(position)
+                    continue
+                slot, many, values = c.gate
+                table = index.setdefault((slot, many), {})
+                for value in values:
+                    table.setdefault(value, []).append(position)
+            plan = _Plan(
+                always=tuple(always),
+                index=tuple(
+                    (slot, many, {k: tuple(v) for k, v in table.items()}) for (slot, many), table in index.items()
+                ),
+            )
+            self._by_surfaces[surfaces] = plan
+        return plan
 
     def evaluate(
         self,
@@ -377,7 +537,28 @@ class PolicyEngine:
             findings, score = decision_or_findings.findings, decision_or_findings.score
         else:
             findings, score = tuple(decision_or_findings), 0.0
-        values = _Values(self._getters, EvalInput(event, findings, score, now_from(now), context))
-        matched = [c.match for c in self._candidates(event) if c.cond(values)]
+        values = _Values(
+            self._getters,
+            self._groups,
+            EvalInput(event, findings, score, None if now is None else now_from(now), context),
+        )
+        plan = self._plan(event)
+        order: Sequence[int] = plan.always
+        if plan.index:
+            reached = set(plan.always)
+            for slot, many, table in plan.index:
+                value = values[slot]
+                if many:
+                    for item in value:  # type: ignore[attr-defined]
+                        hit = table.get(item)
+                        if hit:
+                            reached.update(hit)
+                else:
+                    hit = table.get(value)  # type: ignore[call-overload]
+                    if hit:
+                        reached.update(hit)
+            order = sorted(reached)  # source order: results list rules as they appear in the policy
+        rules = self._rules
+        matched = [rules[i].match for i in order if rules[i].cond(values)]
         action = max((m.action for m in matched), key=_ACTION_RANK.__getitem__, default=None)
         return PolicyResult(policy=self.name, version=self.version, matched=tuple(matched), action=action)

@@ -286,29 +286,36 @@ def resolve(name: str) -> FieldSpec | None:
     return None
 
 
+def _fs(*names: str) -> frozenset[str]:
+    return frozenset(("any", *names))
+
+
+# Constants rather than sets built per call: this runs on every evaluation.
+_HTTP, _PROMPT, _OUTPUT, _MEMORY = _fs("http", "prompt"), _fs("prompt"), _fs("output"), _fs("memory")
+_MCP, _MCP_LIST = _fs("mcp"), _fs("mcp", "tool_list")
+_MCP_CALL, _MCP_RESULT = _fs("mcp", "tool_call"), _fs("mcp", "tool_result")
+_A2A_IN, _A2A_OUT, _ANY = _fs("a2a", "prompt"), _fs("a2a", "output"), _fs()
+
+
 def surfaces_of(event: Event) -> frozenset[str]:
     """The rule surfaces an event belongs to (a rule applies when its surfaces intersect these)."""
-    found = {"any"}
+    if isinstance(event, McpMessage):
+        if event.method == "tools/call":
+            return _MCP_CALL if event.direction is Direction.OUTBOUND else _MCP_RESULT
+        return _MCP_LIST if event.method == "tools/list" else _MCP
     if isinstance(event, HttpRequest):
-        found |= {"http", "prompt"}
-    elif isinstance(event, ModelInput):
-        found.add("prompt")
-    elif isinstance(event, ModelOutput):
-        found.add("output")
-    elif isinstance(event, ContentScan):
-        found.add("scan")
-        found.add(_SCAN_SURFACE.get(event.kind, "scan"))
-    elif isinstance(event, McpMessage):
-        found.add("mcp")
-        if event.method == "tools/list":
-            found.add("tool_list")
-        elif event.method == "tools/call":
-            found.add("tool_call" if event.direction is Direction.OUTBOUND else "tool_result")
-    elif isinstance(event, A2AMessage):
-        found |= {"a2a", "prompt" if event.direction is Direction.INBOUND else "output"}
-    elif isinstance(event, MemoryIngest):
-        found.add("memory")
-    return frozenset(found)
+        return _HTTP
+    if isinstance(event, ModelInput):
+        return _PROMPT
+    if isinstance(event, ModelOutput):
+        return _OUTPUT
+    if isinstance(event, A2AMessage):
+        return _A2A_IN if event.direction is Direction.INBOUND else _A2A_OUT
+    if isinstance(event, MemoryIngest):
+        return _MEMORY
+    if isinstance(event, ContentScan):
+        return _fs("scan", _SCAN_SURFACE.get(event.kind, "scan"))
+    return _ANY
 
 
 _SCAN_SURFACE: Final = {
