@@ -88,3 +88,27 @@ async def test_blocked_call_carries_problem_data(tmp_path: Path) -> None:
     data = err.value.error.data
     assert data["type"] == "urn:cisora:problem:policy-denied"
     assert data["decision_id"] and "DLP-SECRET-GITHUB-TOKEN" in data["rule_ids"]
+
+
+def test_stdio_path_imports_no_heavy_modules() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import mcp_proxy.cli, mcp_proxy.app, mcp_proxy.forward, mcp_proxy.listeners.stdio, mcp_proxy.upstream.stdio\n"
+        "from cisora_mesh.cli import build_parser\n"
+        "build_parser()\n"
+        "heavy = ('torch', 'sentence_transformers', 'transformers', 'mcp')\n"
+        "print(','.join(sorted(m for m in heavy if m in sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""  # the stdio proxy never pays for the MCP SDK or an ML stack
+
+
+def test_example_config_loads() -> None:
+    from mcp_proxy.config import load
+
+    root = Path(__file__).resolve().parents[2]
+    _, settings = load(root / "examples" / "proxy.toml")
+    assert settings.pinning == "tofu"
