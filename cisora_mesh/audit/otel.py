@@ -19,8 +19,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
 
 from cisora_mesh.audit.errors import AuditError
 from cisora_mesh.audit.record import AuditRecord, FindingSummary
@@ -121,3 +122,20 @@ class AuditSpanExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return True  # every export is already durable when it returns
+
+
+def audit_tracer_provider(
+    store: AuditSink, *, exporters: Sequence[SpanExporter] = (), resource: Resource | None = None
+) -> TracerProvider:
+    """A tracer provider whose decision spans are durable in ``store`` before the span's ``end()`` returns.
+
+    The audit exporter sits behind a synchronous processor (the decision must be recorded before it is
+    enforced); every exporter in ``exporters`` (e.g. ``OTLPSpanExporter()`` from the optional
+    ``opentelemetry-exporter-otlp`` package) gets a batch processor, so a slow collector never delays a decision.
+    The caller owns the provider: it is not installed globally.
+    """
+    provider = TracerProvider(resource=resource) if resource is not None else TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(AuditSpanExporter(store)))
+    for exporter in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider

@@ -146,3 +146,16 @@ def test_exporter_reports_failure_when_the_store_is_closed(tmp_path: Path) -> No
 
     assert exporter.export(memory.get_finished_spans()) is SpanExportResult.FAILURE
     provider.shutdown()
+
+
+def test_audit_tracer_provider_feeds_store_and_other_exporters(tmp_path: Path) -> None:
+    from cisora_mesh.audit.otel import audit_tracer_provider
+
+    other = InMemorySpanExporter()  # stands in for OTLPSpanExporter
+    with open_store(None, data_dir=tmp_path) as store:
+        provider = audit_tracer_provider(store, exporters=[other])
+        event, decision = _mcp_decision()
+        span = decision_span(provider.get_tracer(sc.TRACER_NAME), decision, event)
+        assert store.size() == 1  # durable before decision_span returned, whatever the batch exporter does
+        provider.shutdown()  # flushes the batch processor
+        assert [s.context.span_id for s in other.get_finished_spans()] == [span.get_span_context().span_id]
