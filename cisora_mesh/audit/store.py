@@ -426,29 +426,30 @@ class AuditStore:
     ) -> VerifyReport:
         """Recompute everything from the raw rows (see `cisora_mesh.audit.verify`)."""
         keys = self._keys.public_keys() if public_keys is None else public_keys
-        return verify_rows(
-            self._backend.iter_entries(),
-            self._backend.checkpoints(),
-            self._backend.head(),
-            keys,
-            origin=self.origin,
-            trusted=trusted,
-        )
+        with self._backend.snapshot() as snap:
+            return verify_rows(snap.entries, snap.checkpoints, snap.head, keys, origin=self.origin, trusted=trusted)
 
     def export(self, fp: IO[bytes]) -> int:
         """JSON lines (see docs/audit.md): a ``log`` line with the origin, every checkpoint, then every entry with
         its exact stored bytes embedded raw. Checkpoints come first (read before the entries, so every checkpoint
         is covered by the entries that follow) so `verify_export` can check the file in one streaming pass."""
         enc = msgspec.json.Encoder()
-        fp.write(enc.encode({"type": "log", "origin": self.origin}) + b"\n")
-        for size, kid, root, note in self._backend.checkpoints():
-            line = {"type": "checkpoint", "size": size, "key_id": kid, "root": root.hex(), "note": note}
-            fp.write(enc.encode(line) + b"\n")
         n = 0
-        for idx, tenant, entry, lh in self._backend.iter_entries():
-            line = {"type": "entry", "index": idx, "tenant": tenant, "leaf_hash": lh.hex(), "entry": msgspec.Raw(entry)}
-            fp.write(enc.encode(line) + b"\n")
-            n += 1
+        with self._backend.snapshot() as snap:
+            fp.write(enc.encode({"type": "log", "origin": self.origin}) + b"\n")
+            for size, kid, root, note in snap.checkpoints:
+                line = {"type": "checkpoint", "size": size, "key_id": kid, "root": root.hex(), "note": note}
+                fp.write(enc.encode(line) + b"\n")
+            for idx, tenant, entry, lh in snap.entries:
+                line = {
+                    "type": "entry",
+                    "index": idx,
+                    "tenant": tenant,
+                    "leaf_hash": lh.hex(),
+                    "entry": msgspec.Raw(entry),
+                }
+                fp.write(enc.encode(line) + b"\n")
+                n += 1
         return n
 
     def tail(self, n: int = 10) -> list[dict[str, Any]]:

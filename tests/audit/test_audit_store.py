@@ -224,3 +224,28 @@ def test_export_verifies_offline_and_tampering_is_found(sqlite_store: AuditStore
     assert verify_export([b"garbage", *lines[1:]], keys).first_bad_index == 0
     other = Ed25519PrivateKey.generate().public_key()
     assert not verify_export(lines, {"x": other}).ok
+
+
+def test_verify_and_export_are_consistent_while_appends_continue(sqlite_store: AuditStore) -> None:
+    from cisora_mesh.audit.verify import verify_export
+
+    stop = threading.Event()
+
+    def appender() -> None:
+        i = 0
+        while not stop.is_set():
+            sqlite_store.append_many([make_record(i + k) for k in range(5)])
+            i += 5
+
+    t = threading.Thread(target=appender)
+    t.start()
+    try:
+        for _ in range(5):
+            report = sqlite_store.verify()
+            assert report.ok, report
+            buf = io.BytesIO()
+            sqlite_store.export(buf)
+            assert verify_export(buf.getvalue().splitlines(), sqlite_store.public_keys()).ok
+    finally:
+        stop.set()
+        t.join()

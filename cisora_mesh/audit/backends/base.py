@@ -27,6 +27,16 @@ EntryRow = tuple[int, str, bytes, bytes]  # idx, tenant, entry bytes (the leaf d
 CheckpointRow = tuple[int, str, bytes, str]  # size, key id, root, note text
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Head, checkpoints and entries as of one instant (one read transaction), for verify and export: read
+    separately, a concurrent append could land between the reads and look like tampering."""
+
+    head: Head | None
+    checkpoints: list[CheckpointRow]
+    entries: Iterator[EntryRow]
+
+
 class WriteTx(Protocol):
     def head(self) -> Head:
         """Read the head row, holding a lock on it until the transaction ends."""
@@ -51,6 +61,10 @@ class Backend(Protocol):
         ...
 
     def head(self) -> Head | None: ...
+
+    def snapshot(self) -> AbstractContextManager[Snapshot]:
+        """A consistent read of head, checkpoints and (streamed) entries."""
+        ...
 
     def iter_entries(self, start: int = 0, stop: int | None = None) -> Iterator[EntryRow]:
         """Rows in index order, exactly as stored (gaps and all)."""

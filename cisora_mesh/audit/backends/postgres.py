@@ -33,7 +33,7 @@ import msgspec
 import psycopg
 from psycopg import sql
 
-from cisora_mesh.audit.backends.base import CheckpointRow, EntryRow, Head
+from cisora_mesh.audit.backends.base import CheckpointRow, EntryRow, Head, Snapshot
 from cisora_mesh.audit.errors import StoreError
 
 DEFAULT_SCHEMA: Final = "cisora_audit"
@@ -367,6 +367,31 @@ class PostgresBackend:
                         )
                     for idx, tenant, entry, lh in cur:
                         yield int(idx), str(tenant), bytes(entry), bytes(lh)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot read the PostgreSQL audit store ({_first_line(exc)})") from None
+        finally:
+            conn.close()
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Snapshot]:
+        conn = self._connect()
+        try:
+            # REPEATABLE READ: head, checkpoints and the streamed entries all come from one snapshot.
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                row = conn.execute(self.q("SELECT size, last_leaf, compact FROM {s}.head WHERE id = 0")).fetchone()
+                head = Head(int(row[0]), bytes(row[1]), bytes(row[2])) if row is not None else None
+                cps = [
+                    (int(s), str(k), bytes(r), str(n))
+                    for s, k, r, n in conn.execute(
+                        self.q("SELECT size, key_id, root, note FROM {s}.checkpoints ORDER BY size, key_id")
+                    )
+                ]
+                with conn.cursor(name="cisora_audit_snapshot") as cur:
+                    cur.itersize = 10_000
+                    cur.execute(self.q("SELECT idx, tenant, entry, leaf_hash FROM {s}.entries ORDER BY idx"))
+                    rows = ((int(i), str(t), bytes(e), bytes(h)) for i, t, e, h in cur)
+                    yield Snapshot(head, cps, rows)
         except psycopg.Error as exc:
             raise StoreError(f"cannot read the PostgreSQL audit store ({_first_line(exc)})") from None
         finally:

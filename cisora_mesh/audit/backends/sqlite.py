@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
-from cisora_mesh.audit.backends.base import CheckpointRow, EntryRow, Head
+from cisora_mesh.audit.backends.base import CheckpointRow, EntryRow, Head, Snapshot
 from cisora_mesh.audit.errors import StoreError
 
 _SCHEMA: Final = """
@@ -162,6 +162,32 @@ class SqliteBackend:
             cur = conn.execute(sql + " ORDER BY idx", params)
             while rows := cur.fetchmany(4096):
                 yield from rows
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read audit store ({exc})") from None
+        finally:
+            conn.close()
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Snapshot]:
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        try:
+            # In WAL mode a read transaction's snapshot is fixed by its first SELECT; every later SELECT in it
+            # (head, checkpoints, the streamed entries) sees the same state, while writers carry on.
+            conn.execute("BEGIN")
+            row = conn.execute("SELECT size, last_leaf, compact FROM head WHERE id = 0").fetchone()
+            head = Head(int(row[0]), bytes(row[1]), bytes(row[2])) if row is not None else None
+            cps = [
+                (int(s), str(k), bytes(r), str(n))
+                for s, k, r, n in conn.execute("SELECT size, key_id, root, note FROM checkpoints ORDER BY size, key_id")
+            ]
+
+            def entries() -> Iterator[EntryRow]:
+                cur = conn.execute("SELECT idx, tenant, entry, leaf_hash FROM entries ORDER BY idx")
+                while rows := cur.fetchmany(4096):
+                    yield from rows
+
+            yield Snapshot(head, cps, entries())
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read audit store ({exc})") from None
