@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -159,6 +160,24 @@ def proof_verify_micros(store: AuditStore) -> tuple[float, float, int]:
     return (time.perf_counter() - t) / runs * 1e6, gen, len(proof.path)
 
 
+def fsync_micros(directory: Path, rounds: int = 200) -> float:
+    """Median latency of write+fsync in ``directory``: the floor under every durable commit, so context for
+    every append figure (a shared disk under load can be 20x slower than an idle one)."""
+    path = directory / "fsync-probe"
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    samples = []
+    try:
+        for _ in range(rounds):
+            t = time.perf_counter()
+            os.write(fd, b"x" * 128)
+            os.fsync(fd)
+            samples.append(time.perf_counter() - t)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return statistics.median(samples) * 1e6
+
+
 def _pg_available(dsn: str) -> bool:
     try:
         import psycopg
@@ -182,6 +201,7 @@ def main() -> int:
     scratch = Path(tempfile.mkdtemp(prefix="cisora-audit-bench-", dir=args.dir))
     rows: list[tuple[str, str, str]] = []
     try:
+        rows.append(("write+fsync latency of the scratch disk (context)", f"{fsync_micros(scratch):,.0f} us", ""))
         # --- SQLite appends ---
         for writers in (1, 4, 16, 64):
             d = scratch / f"sqlite-{writers}"
