@@ -28,7 +28,7 @@ _TRACE_ID: Final = re.compile(r"[0-9a-f]{32}")
 
 
 def decision_attributes(
-    decision: Decision, event: Event, *, policy_version: str | None = None
+    decision: Decision, event: Event, *, policy_version: str | None = None, request_id: str | int | None = None
 ) -> dict[str, AttributeValue]:
     subject = decision.subject
     findings = decision.findings
@@ -63,6 +63,8 @@ def decision_attributes(
             attrs[sc.GEN_AI_TOOL_NAME] = event.tool
         if event.method == "tools/call":
             attrs[sc.GEN_AI_OPERATION_NAME] = sc.GEN_AI_OPERATION_EXECUTE_TOOL
+    if request_id is not None:
+        attrs[sc.JSONRPC_REQUEST_ID] = str(request_id)  # semconv: the id as a string, whatever its JSON type
     return attrs
 
 
@@ -81,7 +83,14 @@ def _parent(trace_id: str | None) -> otel_context.Context | None:
     return trace.set_span_in_context(NonRecordingSpan(parent))
 
 
-def decision_span(tracer: Tracer, decision: Decision, event: Event, *, policy_version: str | None = None) -> Span:
+def decision_span(
+    tracer: Tracer,
+    decision: Decision,
+    event: Event,
+    *,
+    policy_version: str | None = None,
+    request_id: str | int | None = None,
+) -> Span:
     """Record ``decision`` as one finished span and return it.
 
     With the audit exporter behind a synchronous span processor, the record is durable when this returns.
@@ -90,7 +99,7 @@ def decision_span(tracer: Tracer, decision: Decision, event: Event, *, policy_ve
         f"{sc.SPAN_DECISION} {decision.verdict}",
         context=_parent(decision.trace_id or event.trace_id),
         kind=SpanKind.INTERNAL,
-        attributes=decision_attributes(decision, event, policy_version=policy_version),
+        attributes=decision_attributes(decision, event, policy_version=policy_version, request_id=request_id),
         start_time=int(event.at * 1e9) if event.at else None,
     )
     span.end()

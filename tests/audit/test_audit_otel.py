@@ -63,7 +63,7 @@ def test_decision_spans_feed_the_audit_store(tmp_path: Path) -> None:
         tracer = provider.get_tracer(sc.TRACER_NAME)
         event, decision = _mcp_decision()
         with tracer.start_as_current_span("tools/call send_email") as parent:
-            span = decision_span(tracer, decision, event, policy_version="v7")
+            span = decision_span(tracer, decision, event, policy_version="v7", request_id=42)
         # Synchronous processor: the record is durable as soon as the span ended.
         assert store.size() == 1
         spans = {s.name: s for s in memory.get_finished_spans()}
@@ -72,6 +72,7 @@ def test_decision_spans_feed_the_audit_store(tmp_path: Path) -> None:
         assert attrs[sc.MCP_METHOD_NAME] == "tools/call"
         assert attrs[sc.GEN_AI_TOOL_NAME] == "send_email"
         assert attrs[sc.GEN_AI_OPERATION_NAME] == "execute_tool"
+        assert attrs[sc.JSONRPC_REQUEST_ID] == "42"
         assert attrs[sc.CISORA_DECISION_ID] == decision.id
         assert attrs[sc.CISORA_VERDICT] == "redact"
         assert attrs[sc.CISORA_SCORE_BAND] == "low"
