@@ -82,7 +82,7 @@ _DDL: Final = [
 # recomputes everything in Python, so any divergence would be reported, not trusted.
 # Braces are doubled for psycopg's sql.SQL formatting; {s} is the schema.
 _APPEND_FN: Final = """
-CREATE OR REPLACE FUNCTION {s}.append_entries(
+CREATE FUNCTION {s}.append_entries_v1(
     p_tenants text[], p_tenant_json bytea[], p_records bytea[], p_every bigint,
     OUT first_idx bigint, OUT cp_sizes bigint[], OUT cp_roots bytea[])
 LANGUAGE plpgsql AS $fn$
@@ -267,8 +267,12 @@ class PostgresBackend:
                     conn.execute(
                         self.q("INSERT INTO {s}.meta (key, value) VALUES ('log_id', %s)"), (str(uuid.uuid4()),)
                     )
-                conn.execute(self.q(_APPEND_FN))  # CREATE OR REPLACE: older schemas get the current version
-                conn.execute(self.q("REVOKE ALL ON FUNCTION {s}.append_entries FROM PUBLIC"))
+                # Versioned name, created only when missing: a replica connecting as a non-owner role never needs
+                # to alter it, and a changed algorithm gets a new name instead of replacing one in use.
+                fn = conn.execute("SELECT to_regproc(%s)", (f"{self.schema}.append_entries_v1",)).fetchone()
+                if fn is None or fn[0] is None:
+                    conn.execute(self.q(_APPEND_FN))
+                    conn.execute(self.q("REVOKE ALL ON FUNCTION {s}.append_entries_v1 FROM PUBLIC"))
                 row = conn.execute(self.q("SELECT value FROM {s}.meta WHERE key = 'log_id'")).fetchone()
         except psycopg.Error as exc:
             raise StoreError(f"cannot initialise the PostgreSQL audit store ({_first_line(exc)})") from None
@@ -302,7 +306,7 @@ class PostgresBackend:
             # One statement on an autocommit connection is its own transaction: it returns after COMMIT (WAL
             # flushed), in a single round trip, with the head-row lock held only inside the server.
             row = conn.execute(
-                self.q("SELECT first_idx, cp_sizes, cp_roots FROM {s}.append_entries(%s, %s, %s, %s)"),
+                self.q("SELECT first_idx, cp_sizes, cp_roots FROM {s}.append_entries_v1(%s, %s, %s, %s)"),
                 (tenants, [_json_str(t) for t in tenants], [r for _, r in items], every),
             ).fetchone()
         except psycopg.Error as exc:
