@@ -6,6 +6,7 @@ inclusion of an entry and consistency between two checkpoints offline. See ``doc
 
 from __future__ import annotations
 
+from cisora_mesh.audit.base import AuditSink as AuditSink
 from cisora_mesh.audit.checkpoint import Checkpoint as Checkpoint
 from cisora_mesh.audit.checkpoint import SignedCheckpoint as SignedCheckpoint
 from cisora_mesh.audit.errors import AuditError as AuditError
@@ -14,12 +15,11 @@ from cisora_mesh.audit.errors import InvalidCheckpoint as InvalidCheckpoint
 from cisora_mesh.audit.errors import InvalidProof as InvalidProof
 from cisora_mesh.audit.errors import StoreError as StoreError
 from cisora_mesh.audit.errors import VerificationError as VerificationError
+from cisora_mesh.audit.proofs import ConsistencyProof as ConsistencyProof
+from cisora_mesh.audit.proofs import InclusionProof as InclusionProof
 from cisora_mesh.audit.record import AuditRecord as AuditRecord
 from cisora_mesh.audit.record import FindingSummary as FindingSummary
-from cisora_mesh.audit.store import AuditSink as AuditSink
 from cisora_mesh.audit.store import AuditStore as AuditStore
-from cisora_mesh.audit.store import ConsistencyProof as ConsistencyProof
-from cisora_mesh.audit.store import InclusionProof as InclusionProof
 from cisora_mesh.audit.store import open_store as open_store
 from cisora_mesh.audit.verify import VerifyReport as VerifyReport
 

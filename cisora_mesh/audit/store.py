@@ -11,22 +11,21 @@ or forks even with several processes or replicas appending to one database.
 
 from __future__ import annotations
 
-import base64
 import logging
 import queue
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Final, Protocol
+from typing import IO, Any, Final
 
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cisora_mesh.audit import checkpoint as cpmod
 from cisora_mesh.audit.backends.base import Backend, Head, ServerSideAppender, WriteTx
+from cisora_mesh.audit.base import AuditSink as AuditSink
 from cisora_mesh.audit.errors import AuditError, InvalidProof, StoreError
 from cisora_mesh.audit.keys import KeyRing
 from cisora_mesh.audit.merkle import (
@@ -35,9 +34,9 @@ from cisora_mesh.audit.merkle import (
     inclusion_path,
     leaf_hash,
     root_of,
-    verify_consistency,
-    verify_inclusion,
 )
+from cisora_mesh.audit.proofs import ConsistencyProof as ConsistencyProof
+from cisora_mesh.audit.proofs import InclusionProof as InclusionProof
 from cisora_mesh.audit.record import AuditRecord, encode_entry, entry_decoder
 from cisora_mesh.audit.verify import VerifyReport, verify_rows
 from cisora_mesh.events import Decision, Event
@@ -46,78 +45,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINT_EVERY: Final = 1000
 _MAX_BATCH: Final = 8192  # records per transaction: bounds lock hold time and memory, still amortises fsync
-
-
-class AuditSink(Protocol):
-    """Where decisions go before they are enforced. Each method returns only once the record is durable."""
-
-    def append_decision(self, decision: Decision, event: Event) -> int: ...
-
-    def append_record(self, record: AuditRecord) -> int: ...
-
-    def close(self) -> None: ...
-
-
-def _b64(b: bytes) -> str:
-    return base64.b64encode(b).decode()
-
-
-def _unb64(value: object, what: str) -> bytes:
-    if not isinstance(value, str):
-        raise InvalidProof(f"{what} is not a base64 string")
-    try:
-        return base64.b64decode(value, validate=True)
-    except ValueError:
-        raise InvalidProof(f"{what} is not valid base64") from None
-
-
-@dataclass(frozen=True, slots=True)
-class InclusionProof:
-    index: int
-    tree_size: int
-    leaf_hash: bytes
-    path: tuple[bytes, ...]
-
-    def verify(self, root: bytes) -> None:
-        verify_inclusion(self.index, self.tree_size, self.leaf_hash, self.path, root)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "tree_size": self.tree_size,
-            "leaf_hash": _b64(self.leaf_hash),
-            "path": [_b64(p) for p in self.path],
-        }
-
-    @classmethod
-    def from_dict(cls, data: object) -> InclusionProof:
-        """Parse a proof from JSON data; raises `InvalidProof` on any malformed field."""
-        if not isinstance(data, dict):
-            raise InvalidProof("proof is not a JSON object")
-        index, size, path = data.get("index"), data.get("tree_size"), data.get("path")
-        if type(index) is not int or type(size) is not int:
-            raise InvalidProof("proof index and tree_size must be integers")
-        if not isinstance(path, list):
-            raise InvalidProof("proof path must be a list")
-        return cls(
-            index,
-            size,
-            _unb64(data.get("leaf_hash"), "leaf_hash"),
-            tuple(_unb64(p, f"path[{i}]") for i, p in enumerate(path)),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class ConsistencyProof:
-    old_size: int
-    new_size: int
-    path: tuple[bytes, ...]
-
-    def verify(self, old_root: bytes, new_root: bytes) -> None:
-        verify_consistency(self.old_size, self.new_size, self.path, old_root, new_root)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"old_size": self.old_size, "new_size": self.new_size, "path": [_b64(p) for p in self.path]}
 
 
 class _Job:
