@@ -23,6 +23,7 @@ from mcp_proxy.config import ProxySettings
 from mcp_proxy.forward import PinGuard, Session
 from mcp_proxy.inspect import Inspector
 from mcp_proxy.pinning import PinStore
+from mcp_proxy.upstream import Upstream
 
 logger = logging.getLogger("mcp_proxy")
 
@@ -111,3 +112,50 @@ async def serve_stdio(runtime: Runtime, command: Sequence[str], *, server: str) 
     finally:
         with anyio.CancelScope(shield=True):
             await stop_process(first)
+
+
+def build_upstreams(settings: ProxySettings) -> list[Upstream]:
+    """One upstream per `[[proxy.servers]]` entry."""
+    from mcp_proxy.upstream.stdio import StdioUpstream
+    from mcp_proxy.upstream.streamable_http import HttpUpstream
+
+    upstreams: list[Upstream] = []
+    for server in settings.servers:
+        if server.command is not None:
+            upstreams.append(
+                StdioUpstream(
+                    server.name,
+                    server.command,
+                    env=server.env,
+                    cwd=server.cwd,
+                    max_frame=settings.max_frame_bytes,
+                    backoff_max=settings.restart_backoff_max,
+                )
+            )
+        else:
+            assert server.url is not None
+            upstreams.append(HttpUpstream(server.name, server.url, backoff_max=settings.restart_backoff_max))
+    return upstreams
+
+
+def pin_modes(settings: ProxySettings) -> dict[str, Literal["tofu", "approve", "off"]]:
+    return {s.name: s.pinning or settings.pinning for s in settings.servers}
+
+
+async def serve_stdio_multi(runtime: Runtime) -> None:
+    """Serve one stdio client in front of every configured server (names prefixed `server__name`)."""
+    from mcp_proxy.listeners.stdio import StdioDownstream
+    from mcp_proxy.router import Router
+
+    settings = runtime.settings
+    downstream = await StdioDownstream.open(settings.max_frame_bytes)
+    router = Router(
+        downstream,
+        build_upstreams(settings),
+        inspector=runtime.inspector(),
+        pins=runtime.pin_guard(pin_modes(settings)),
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_until_signal, tg.cancel_scope)
+        await router.run(downstream.frames())
+        tg.cancel_scope.cancel()

@@ -117,10 +117,11 @@ def _run_stdio(args: argparse.Namespace) -> int:
         if not command and not runtime.settings.servers:
             raise CliError("give the MCP server to run after '--', e.g. proxy stdio -- python server.py")
         try:
-            if not command:
-                raise CliError("several [[proxy.servers]] behind one endpoint are not supported yet; give -- CMD")
-            name = args.name or server_name_for(command)
-            anyio.run(lambda: app.serve_stdio(runtime, command, server=name), backend="asyncio")
+            if command:
+                name = args.name or server_name_for(command)
+                anyio.run(lambda: app.serve_stdio(runtime, command, server=name), backend="asyncio")
+            else:
+                anyio.run(lambda: app.serve_stdio_multi(runtime), backend="asyncio")
         except ProxyError as exc:
             raise CliError(str(exc)) from None
     finally:

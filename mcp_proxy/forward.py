@@ -161,8 +161,8 @@ class Session:
     async def run(
         self, client_frames: Any, *, upstream_task: Callable[..., Coroutine[Any, Any, None]] | None = None
     ) -> None:
-        runner: Callable[..., Coroutine[Any, Any, None]] = upstream_task or self.up.run
         """Pump until the client's input ends (then the upstream is stopped)."""
+        runner: Callable[..., Coroutine[Any, Any, None]] = upstream_task or self.up.run
         async with anyio.create_task_group() as tg:
             self._to_up = _Ordered(tg, self._emit)
             self._to_down = _Ordered(tg, self._emit)

@@ -98,6 +98,7 @@ class StdioUpstream:
                         proc = await self.spawn()
                     except UpstreamError as exc:
                         logger.error("%s; retrying in %.1fs", exc, backoff)
+                        await on_down(str(exc))  # requests fail fast instead of waiting for a start-up
                         await anyio.sleep(backoff)
                         backoff = min(backoff * 2, self.backoff_max)
                         continue
