@@ -82,12 +82,27 @@ def _id_from_head(head: bytes) -> RequestId | None:
     return value if isinstance(value, int | str) else None
 
 
+async def _guarded(work: Callable[[], Awaitable[list[Out]]], fallback: Callable[[], list[Out]]) -> list[Out]:
+    try:
+        return await work()
+    except (UpstreamError, PinStoreError) as exc:
+        logger.error("inspection failed: %s", exc)
+        return fallback()
+    except Exception:
+        # A bug in an inspection must not wedge the queue or the session: fail closed for this message.
+        logger.exception("inspection crashed")
+        return fallback()
+
+
 class _Ordered:
     """Outputs of one direction, written in arrival order; each may still be under inspection."""
 
-    def __init__(self, tg: TaskGroup, emit: Callable[[list[Out]], Awaitable[None]]) -> None:
+    def __init__(self, tg: TaskGroup, emit: Callable[[list[Out]], Awaitable[None]], *, concurrent: bool) -> None:
         self._tg = tg
         self._emit = emit
+        # Concurrent inspections only pay off when they wait (a durable audit commit); a pure-CPU inspection of
+        # ~50 us is cheaper inline than a task switch and a queue hop.
+        self._concurrent = concurrent
         self._send, self._recv = anyio.create_memory_object_stream[asyncio.Future[list[Out]]](256)
         self._queued = 0  # outputs enqueued and not yet written
 
@@ -102,18 +117,13 @@ class _Ordered:
         await self._send.send(fut)
 
     async def later(self, work: Callable[[], Awaitable[list[Out]]], fallback: Callable[[], list[Out]]) -> None:
+        if not self._concurrent and self._queued == 0:
+            await self._emit(await _guarded(work, fallback))
+            return
         fut: asyncio.Future[list[Out]] = asyncio.get_running_loop().create_future()
 
         async def run() -> None:
-            try:
-                fut.set_result(await work())
-            except (UpstreamError, PinStoreError) as exc:
-                logger.error("inspection failed: %s", exc)
-                fut.set_result(fallback())
-            except Exception:
-                # A bug in an inspection must not wedge the queue or the session: fail closed for this message.
-                logger.exception("inspection crashed")
-                fut.set_result(fallback())
+            fut.set_result(await _guarded(work, fallback))
 
         self._tg.start_soon(run)
         self._queued += 1
@@ -164,8 +174,9 @@ class Session:
         """Pump until the client's input ends (then the upstream is stopped)."""
         runner: Callable[..., Coroutine[Any, Any, None]] = upstream_task or self.up.run
         async with anyio.create_task_group() as tg:
-            self._to_up = _Ordered(tg, self._emit)
-            self._to_down = _Ordered(tg, self._emit)
+            concurrent = self.inspector is not None and self.inspector.waits
+            self._to_up = _Ordered(tg, self._emit, concurrent=concurrent)
+            self._to_down = _Ordered(tg, self._emit, concurrent=concurrent)
             tg.start_soon(self._to_up.drain)
             tg.start_soon(self._to_down.drain)
             tg.start_soon(runner, self._from_upstream, self._upstream_up, self._upstream_down)

@@ -112,6 +112,11 @@ class Inspector:
         # concurrent decisions share one group commit. Without an audit sink the inline path is ~30 us: stay inline.
         self._threaded = mesh.audit is not None
 
+    @property
+    def waits(self) -> bool:
+        """True when an evaluation waits on I/O (the audit commit), so running several at once pays off."""
+        return self._threaded
+
     async def evaluate(self, event: McpMessage) -> Decision:
         if self._threaded:
             return await anyio.to_thread.run_sync(self.mesh.evaluate, event)
