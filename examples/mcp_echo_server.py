@@ -7,7 +7,7 @@ fake secret), `confirm` (asks the user through elicitation, both protocol eras),
 `big` (returns N bytes), plus fault helpers `crash` and `garbage` for the proxy's fault tests.
 A resource (`info://about`) and a prompt (`summarize`). Environment knobs, for rug-pull tests:
 `MCP_ECHO_VARIANT=changed` changes `echo`'s description, `=renamed` serves `echo` as `echo2`, `=poisoned` adds a
-tool whose description is poisoned.
+tool whose description is poisoned. `--http PORT` serves streamable HTTP instead of stdio.
 """
 
 from __future__ import annotations
@@ -139,4 +139,8 @@ def summarize(topic: str) -> str:
 
 
 if __name__ == "__main__":
-    mcp.run("stdio")
+    # `--http PORT` serves streamable HTTP at http://127.0.0.1:PORT/mcp instead of stdio.
+    if len(sys.argv) == 3 and sys.argv[1] == "--http":
+        mcp.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
+    else:
+        mcp.run("stdio")

@@ -19,7 +19,7 @@ import itertools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, MutableMapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import msgspec
@@ -162,22 +162,64 @@ class _ModernHub:
         return box[0]
 
 
+class Pump(Protocol):
+    async def run(self, client_frames: Any) -> None: ...
+
+
+def pump_factory(
+    runtime: Runtime, *, upstream_url: str | None, command: Sequence[str], name: str | None
+) -> Callable[[Any, str | None], Pump]:
+    """What each HTTP session (and the shared 2026-07-28 hub) pumps into: one server, or the configured router."""
+    settings = runtime.settings
+    if upstream_url or command:
+        server = name or (server_name_for(list(command)) if command else "upstream")
+
+        def make_upstream() -> Upstream:
+            if upstream_url:
+                from mcp_proxy.upstream.streamable_http import HttpUpstream
+
+                return HttpUpstream(server, upstream_url, backoff_max=settings.restart_backoff_max)
+            from mcp_proxy.upstream.stdio import StdioUpstream
+
+            return StdioUpstream(
+                server, command, max_frame=settings.max_frame_bytes, backoff_max=settings.restart_backoff_max
+            )
+
+        def single(downstream: Any, session_id: str | None) -> Pump:
+            pins = runtime.pin_guard({server: settings.pinning})
+            return Session(downstream, make_upstream(), inspector=runtime.inspector(session_id), pins=pins)
+
+        return single
+    if not settings.servers:
+        raise ProxyConfigError("give --upstream URL, -- CMD, or [[proxy.servers]] in the config")
+    from mcp_proxy.app import build_upstreams, pin_modes
+    from mcp_proxy.router import Router
+
+    def multi(downstream: Any, session_id: str | None) -> Pump:
+        return Router(
+            downstream,
+            build_upstreams(settings),
+            inspector=runtime.inspector(session_id),
+            pins=runtime.pin_guard(pin_modes(settings)),
+        )
+
+    return multi
+
+
 class McpHttpApp:
     """ASGI app serving `/mcp` (mounted as a class instance so Starlette passes the raw ASGI triple)."""
 
     def __init__(
         self,
         runtime: Runtime,
-        make_upstream: Callable[[], Upstream],
+        make_pump: Callable[[Any, str | None], Pump],
         *,
-        server: str,
         allowed_hosts: Sequence[str],
         allowed_origins: Sequence[str],
         request_timeout: float = 300.0,
     ) -> None:
         self.runtime = runtime
-        self.make_upstream = make_upstream
-        self.server = server
+        self.make_pump = make_pump
         self.allowed_hosts = {h.lower() for h in allowed_hosts}
         self.allowed_origins = {o.lower().rstrip("/") for o in allowed_origins}
         self.request_timeout = request_timeout
@@ -185,22 +227,13 @@ class McpHttpApp:
         self._tg: TaskGroup | None = None
         self._modern: _ModernHub | None = None
 
-    def _session(self, downstream: Any, upstream: Upstream, session_id: str | None) -> Session:
-        return Session(
-            downstream,
-            upstream,
-            inspector=self.runtime.inspector(session_id),
-            pins=self.runtime.pin_guard({self.server: self.runtime.settings.pinning}),
-        )
-
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             hub = _ModernHub()
             self._modern = hub
-            modern_upstream = self.make_upstream()
-            tg.start_soon(self._session(hub, modern_upstream, "modern").run, hub.frames())
+            tg.start_soon(self.make_pump(hub, "modern").run, hub.frames())
             yield
             tg.cancel_scope.cancel()
 
@@ -260,7 +293,7 @@ class McpHttpApp:
                 task_status.started()
                 progress: dict[Any, Any] = {}
                 downstream = _LegacyDownstream(write, progress)
-                session = self._session(downstream, self.make_upstream(), session_id)
+                session = self.make_pump(downstream, session_id)
                 await session.run(_legacy_frames(read, progress))
         finally:
             self._sessions.pop(session_id, None)
@@ -333,28 +366,9 @@ def build_app(
     from starlette.routing import Route
 
     settings = runtime.settings
-    if upstream_url:
-        from mcp_proxy.upstream.streamable_http import HttpUpstream
-
-        server = name or "upstream"
-
-        def make_upstream() -> Upstream:
-            return HttpUpstream(server, upstream_url)
-
-    elif command:
-        from mcp_proxy.upstream.stdio import StdioUpstream
-
-        server = name or server_name_for(list(command))
-
-        def make_upstream() -> Upstream:
-            return StdioUpstream(
-                server, command, max_frame=settings.max_frame_bytes, backoff_max=settings.restart_backoff_max
-            )
-
-    else:
-        raise ProxyConfigError("give --upstream URL or -- CMD")
+    make_pump = pump_factory(runtime, upstream_url=upstream_url, command=command, name=name)
     hosts, origins = _allowed(host, port, settings.http.allowed_hosts, settings.http.allowed_origins)
-    mcp_app = McpHttpApp(runtime, make_upstream, server=server, allowed_hosts=hosts, allowed_origins=origins)
+    mcp_app = McpHttpApp(runtime, make_pump, allowed_hosts=hosts, allowed_origins=origins)
     return Starlette(
         routes=[Route("/mcp", endpoint=mcp_app, methods=["GET", "POST", "DELETE"])], lifespan=mcp_app.lifespan
     )

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,27 +23,71 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def proxy_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
-    home = tmp_path_factory.mktemp("http-home")
-    proc = subprocess.Popen(
-        [PY, "-m", "cisora_mesh", "proxy", "http", "--port", str(port), "--", PY, ECHO],
-        cwd=ROOT,
-        env={**os.environ, "CISORA_MESH_HOME": str(home)},
-    )
+def _serve(argv: list[str], port: int, home: Path) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, "CISORA_MESH_HOME": str(home)})
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
+                return proc
         except OSError:
             time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"{argv} did not listen on {port}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    assert proc.wait(10) in (0, -15)  # uvicorn re-raises SIGTERM after a clean shutdown
+
+
+@pytest.fixture(scope="module")
+def proxy_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = _free_port()
+    home = tmp_path_factory.mktemp("http-home")
+    proc = _serve([PY, "-m", "cisora_mesh", "proxy", "http", "--port", str(port), "--", PY, ECHO], port, home)
     try:
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
-        proc.terminate()
-        assert proc.wait(10) in (0, -15)  # uvicorn re-raises SIGTERM after a clean shutdown
+        _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def http_upstreams(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The echo server over HTTP; a proxy forwarding to it; a proxy routing to it and to a stdio server."""
+    home = tmp_path_factory.mktemp("http-up-home")
+    echo_port, single_port, multi_port = _free_port(), _free_port(), _free_port()
+    echo_url = f"http://127.0.0.1:{echo_port}/mcp"
+    config = home / "multi.toml"
+    config.write_text(
+        f'[[proxy.servers]]\nname = "web"\nurl = "{echo_url}"\n\n'
+        f'[[proxy.servers]]\nname = "local"\ncommand = ["{PY}", "{ECHO}"]\n'
+    )
+    procs = [_serve([PY, ECHO, "--http", str(echo_port)], echo_port, home)]
+    try:
+        base = [PY, "-m", "cisora_mesh", "proxy", "http"]
+        procs.append(_serve([*base, "--port", str(single_port), "--upstream", echo_url], single_port, home))
+        procs.append(_serve([*base, "--port", str(multi_port), "--config", str(config)], multi_port, home))
+        yield {
+            "single": f"http://127.0.0.1:{single_port}/mcp",
+            "multi": f"http://127.0.0.1:{multi_port}/mcp",
+        }
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_http_upstream_single_and_routed(http_upstreams: dict[str, str], mode: str) -> None:
+    async with Client(http_upstreams["single"], mode=mode) as client:  # type: ignore[arg-type]
+        assert _text(await client.call_tool("echo", {"text": "via http upstream"})) == "via http upstream"
+        leaked = await client.call_tool("read_config", {"name": "x"})
+        assert "[REDACTED:GITHUB_TOKEN]" in _text(leaked)
+    async with Client(http_upstreams["multi"], mode=mode) as client:  # type: ignore[arg-type]
+        names = {t.name for t in (await client.list_tools()).tools}
+        assert {"web__echo", "local__echo"} <= names
+        assert _text(await client.call_tool("web__echo", {"text": "w"})) == "w"
+        assert _text(await client.call_tool("local__echo", {"text": "l"})) == "l"
 
 
 def _text(result: Any) -> str:
