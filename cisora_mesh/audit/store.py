@@ -253,7 +253,9 @@ class AuditStore:
         run: list[_Job] = []
 
         def flush() -> None:
-            if not run:
+            if not any(job.records for job in run):
+                done.extend((job, []) for job in run)
+                run.clear()
                 return
             first, crossed = backend.append_batch([item for job in run for item in job.records or ()], self._every or 0)
             for job in run:

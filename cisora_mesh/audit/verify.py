@@ -233,6 +233,9 @@ def verify_export(
             bad_line = (lineno, "is not a valid export line (expected a log line, then checkpoints, then entries)")
             break
 
+    if origin is None and bad_line is None:
+        bad_line = (1, "is missing: an export starts with a log line naming the origin")
+
     def entries() -> Iterable[EntryRow]:
         nonlocal lineno
         expected = 0

@@ -87,6 +87,7 @@ class PgRaw:
 
 def test_append_proofs_and_verify(pg: PgEnv, tmp_path: Path) -> None:
     with open_store(pg.url, data_dir=tmp_path, checkpoint_every=10) as store:
+        assert store.append_many([]) == []
         assert store.append_many([make_record(i) for i in range(25)]) == list(range(25))
         assert [cp.size for cp in store.checkpoints()] == [10, 20]
         cp = store.checkpoint()

@@ -19,6 +19,7 @@ from cisora_mesh.events import ContentKind, ContentScan, Decision, Finding, Seve
 
 
 def test_append_returns_contiguous_indices_and_checkpoints(sqlite_store: AuditStore) -> None:
+    assert sqlite_store.append_many([]) == []
     assert [sqlite_store.append_record(make_record(i)) for i in range(25)] == list(range(25))
     assert sqlite_store.size() == 25
     assert [cp.size for cp in sqlite_store.checkpoints()] == [10, 20]
@@ -222,6 +223,8 @@ def test_export_verifies_offline_and_tampering_is_found(sqlite_store: AuditStore
     assert verify_export(dropped, keys).first_bad_index == 7
     assert verify_export([*lines[:-3], b"{not json", *lines[-2:]], keys).first_bad_index == 22
     assert verify_export([b"garbage", *lines[1:]], keys).first_bad_index == 0
+    assert verify_export([], keys).first_bad_index == 0
+    assert verify_export(lines[1:], keys).first_bad_index == 0  # no log line
     other = Ed25519PrivateKey.generate().public_key()
     assert not verify_export(lines, {"x": other}).ok
 
