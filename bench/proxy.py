@@ -5,7 +5,10 @@
 Drives examples/mcp_echo_server.py with raw JSON-RPC lines (no SDK client, so the client's own cost does not
 hide the proxy's), in the 2025-11-25 handshake era. Reports echo-tool latency p50/p99 (sequential calls), calls/s
 (`--concurrency` calls in flight), the proxy's RSS after the run, and the proxy's start-up time (spawn to first
-forwarded frame, with `cat` as a zero-cost upstream). HTTP is not measured here.
+forwarded frame, with `cat` as a zero-cost upstream).
+
+HTTP: 2026-07-28 single POST exchanges (httpx, keep-alive) against the echo server served over streamable HTTP,
+direct and through `proxy http` (to the HTTP server, and to a spawned stdio server).
 """
 
 from __future__ import annotations
@@ -98,6 +101,111 @@ async def run_case(argv: list[str], env: dict[str, str], calls: int, concurrency
     return {"p50": statistics.median(lat), "p99": lat[int(len(lat) * 0.99) - 1], "rate": rate, "rss": rss}
 
 
+async def _wait_port(port: int) -> None:
+    for _ in range(200):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def run_http_case(url: str, calls: int, concurrency: int) -> dict[str, float]:
+    import httpx
+
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    headers = {
+        "accept": "application/json, text/event-stream",
+        "content-type": "application/json",
+        "mcp-protocol-version": "2026-07-28",
+        "mcp-method": "tools/call",
+        "mcp-name": "echo",
+    }
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=concurrency)) as client:
+
+        async def call(i: int) -> None:
+            params = {"name": "echo", "arguments": {"text": "hello"}, "_meta": meta}
+            body = msgspec.json.encode({"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": params})
+            resp = await client.post(url, content=body, headers=headers)
+            if resp.status_code != 200 or b'"hello"' not in resp.content:
+                raise RuntimeError(f"bad answer: {resp.status_code} {resp.text[:200]}")
+
+        for i in range(30):
+            await call(i)
+        lat = []
+        for i in range(calls):
+            t = time.perf_counter()
+            await call(1000 + i)
+            lat.append((time.perf_counter() - t) * 1000)
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(i: int) -> None:
+            async with sem:
+                await call(i)
+
+        t = time.perf_counter()
+        await asyncio.gather(*(one(100_000 + i) for i in range(calls)))
+        rate = calls / (time.perf_counter() - t)
+    lat.sort()
+    return {"p50": statistics.median(lat), "p99": lat[int(len(lat) * 0.99) - 1], "rate": rate, "rss": float("nan")}
+
+
+async def http_cases(env: dict[str, str], calls: int, concurrency: int) -> dict[str, dict[str, float]]:
+    echo_port, up_port, stdio_port = _free_port(), _free_port(), _free_port()
+    direct = f"http://127.0.0.1:{echo_port}/mcp"
+    base = [*PROXY[:-1], "http"]
+    procs = [
+        await asyncio.create_subprocess_exec(*ECHO, "--http", str(echo_port), env=env, cwd=ROOT),
+        await asyncio.create_subprocess_exec(*base, "--port", str(up_port), "--upstream", direct, env=env, cwd=ROOT),
+        await asyncio.create_subprocess_exec(*base, "--port", str(stdio_port), "--", *ECHO, env=env, cwd=ROOT),
+    ]
+    results = {}
+    try:
+        for port in (echo_port, up_port, stdio_port):
+            await _wait_port(port)
+        results["HTTP direct"] = await run_http_case(direct, calls, concurrency)
+        proxied = await run_http_case(f"http://127.0.0.1:{up_port}/mcp", calls, concurrency)
+        proxied["rss"] = rss_mb(procs[1].pid)
+        results["HTTP proxy -> HTTP, inspect + audit"] = proxied
+        to_stdio = await run_http_case(f"http://127.0.0.1:{stdio_port}/mcp", calls, concurrency)
+        to_stdio["rss"] = rss_mb(procs[2].pid)
+        results["HTTP proxy -> stdio, inspect + audit"] = to_stdio
+    finally:
+        for proc in procs:
+            proc.terminate()
+            await proc.wait()
+    return results
+
+
+def print_table(title: str, results: dict[str, dict[str, float]], direct: dict[str, float]) -> None:
+    print(f"\n{title}\n")
+    cols = ("p50 ms", "p99 ms", "+p50", "+p99", "calls/s", "vs direct", "RSS MB")
+    widths = (8, 8, 7, 7, 9, 9, 7)
+    print(f"{'case':<38} " + " ".join(f"{c:>{w}}" for c, w in zip(cols, widths, strict=True)))
+    for name, r in results.items():
+        added50 = r["p50"] - direct["p50"]
+        added99 = r["p99"] - direct["p99"]
+        rss = "" if r["rss"] != r["rss"] else f"{r['rss']:.0f}"  # NaN: not a proxy
+        print(
+            f"{name:<38} {r['p50']:8.3f} {r['p99']:8.3f} {added50:+7.3f} {added99:+7.3f} "
+            f"{r['rate']:9.0f} {r['rate'] / direct['rate']:9.0%} {rss:>7}"
+        )
+
+
 async def startup(env: dict[str, str], runs: int = 5) -> float:
     """Spawn to first frame echoed back through `cat`: the proxy's own start-up, upstream cost ~0."""
     times = []
@@ -130,6 +238,8 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--http-calls", type=int, default=500)
+    parser.add_argument("--no-http", action="store_true")
     args = parser.parse_args()
     home = tempfile.mkdtemp(prefix="cisora-bench-")
     env = {**os.environ, "CISORA_MESH_HOME": home}
@@ -142,19 +252,13 @@ async def main() -> None:
     results = {}
     for name, argv in cases.items():
         results[name] = await run_case(argv, env, args.calls, args.concurrency)
-    direct = results["direct"]
-    print(f"\nstdio, echo tool, {args.calls} calls; throughput with {args.concurrency} in flight\n")
-    cols = ("p50 ms", "p99 ms", "+p50", "+p99", "calls/s", "vs direct", "RSS MB")
-    widths = (8, 8, 7, 7, 9, 9, 7)
-    print(f"{'case':<34} " + " ".join(f"{c:>{w}}" for c, w in zip(cols, widths, strict=True)))
-    for name, r in results.items():
-        added50 = r["p50"] - direct["p50"]
-        added99 = r["p99"] - direct["p99"]
-        rss = "" if name == "direct" else f"{r['rss']:.0f}"
-        print(
-            f"{name:<34} {r['p50']:8.3f} {r['p99']:8.3f} {added50:+7.3f} {added99:+7.3f} "
-            f"{r['rate']:9.0f} {r['rate'] / direct['rate']:9.0%} {rss:>7}"
-        )
+    results["direct"]["rss"] = float("nan")
+    title = f"stdio, echo tool, {args.calls} calls; throughput with {args.concurrency} in flight"
+    print_table(title, results, results["direct"])
+    if not args.no_http:
+        http = await http_cases(env, args.http_calls, args.concurrency)
+        title = f"streamable HTTP (2026-07-28 POSTs), {args.http_calls} calls; {args.concurrency} in flight"
+        print_table(title, http, http["HTTP direct"])
     print(f"\nproxy start-up (spawn to first forwarded frame, median of 5): {await startup(env):.3f} s")
 
 
