@@ -58,11 +58,31 @@ class ServerSettings(_Model):
         return self
 
 
+class OAuthSettings(_Model):
+    """OAuth 2.1 resource-server duties for `proxy http` (MCP authorization spec).
+
+    Access tokens are JWTs signed by `issuer` with one of the keys in `jwks_file`; their audience must be
+    `resource`, this server's canonical URL (e.g. `https://mcp.example.com/mcp`).
+    """
+
+    issuer: Annotated[str, Field(min_length=1)]
+    resource: Annotated[str, Field(pattern=r"^https?://")]
+    jwks_file: Path
+    algorithms: tuple[Literal["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"], ...] = (
+        "RS256",
+        "ES256",
+        "EdDSA",
+    )
+    required_scopes: tuple[str, ...] = ()
+    leeway_seconds: Annotated[float, Field(ge=0, le=300)] = 30.0
+
+
 class HttpSettings(_Model):
     """Front-door checks for `proxy http` (DNS-rebinding protection is on by default)."""
 
     allowed_hosts: tuple[str, ...] = ()  # extra Host values; localhost/127.0.0.1/[::1] with the bound port are implied
     allowed_origins: tuple[str, ...] = ()  # extra Origin values; same-host origins are implied
+    oauth: OAuthSettings | None = None
 
 
 class ProxySettings(_Model):

@@ -30,6 +30,7 @@ from mcp_proxy.app import Runtime
 from mcp_proxy.config import server_name_for
 from mcp_proxy.errors import ProxyConfigError
 from mcp_proxy.forward import Session
+from mcp_proxy.listeners.oauth import AuthFailure, JwtVerifier, encode_metadata, metadata_path
 from mcp_proxy.upstream import Upstream
 
 logger = logging.getLogger("mcp_proxy.http")
@@ -217,12 +218,15 @@ class McpHttpApp:
         allowed_hosts: Sequence[str],
         allowed_origins: Sequence[str],
         request_timeout: float = 300.0,
+        verifier: JwtVerifier | None = None,
     ) -> None:
         self.runtime = runtime
         self.make_pump = make_pump
         self.allowed_hosts = {h.lower() for h in allowed_hosts}
         self.allowed_origins = {o.lower().rstrip("/") for o in allowed_origins}
         self.request_timeout = request_timeout
+        self.verifier = verifier
+        self._owners: dict[str, str] = {}  # legacy session id -> token subject that created it
         self._sessions: dict[str, Any] = {}
         self._tg: TaskGroup | None = None
         self._modern: _ModernHub | None = None
@@ -255,6 +259,33 @@ class McpHttpApp:
             body = jsonrpc.error_frame(None, jsonrpc.INVALID_REQUEST, text, jsonrpc.problem("forbidden-origin", text))
             await _respond(send, status, body)
             return
+        subject: str | None = None
+        if self.verifier is not None:
+            try:
+                subject = self.verifier.verify(_header(scope, b"authorization")).subject
+            except AuthFailure as failure:
+                body = jsonrpc.error_frame(
+                    None,
+                    jsonrpc.INVALID_REQUEST,
+                    failure.description,
+                    jsonrpc.problem("unauthorized", failure.description),
+                )
+                challenge = self.verifier.www_authenticate(failure).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": failure.status,
+                        "headers": [(b"content-type", b"application/json"), (b"www-authenticate", challenge)],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+            session_id = _header(scope, b"mcp-session-id")
+            # A session belongs to the credential that created it; anyone else is told it does not exist.
+            if session_id is not None and self._owners.get(session_id, subject) != subject:
+                await _respond(send, 404, jsonrpc.error_frame(None, jsonrpc.INVALID_REQUEST, "Session not found"))
+                return
+        scope.setdefault("state", {})["cisora.subject"] = subject
         version = _header(scope, b"mcp-protocol-version")
         if version == MODERN and scope["method"] == "POST" and _header(scope, b"mcp-session-id") is None:
             await self._modern_post(scope, receive, send)
@@ -279,6 +310,9 @@ class McpHttpApp:
             await _respond(send, 400, body)
             return
         new_id = uuid.uuid4().hex
+        subject = scope.get("state", {}).get("cisora.subject")
+        if subject is not None:
+            self._owners[new_id] = subject
         # Host/Origin were checked above; the SDK's own check would reject our configured names.
         security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
         transport = StreamableHTTPServerTransport(mcp_session_id=new_id, security_settings=security)
@@ -297,6 +331,7 @@ class McpHttpApp:
                 await session.run(_legacy_frames(read, progress))
         finally:
             self._sessions.pop(session_id, None)
+            self._owners.pop(session_id, None)
 
     async def _modern_post(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = bytearray()
@@ -368,10 +403,28 @@ def build_app(
     settings = runtime.settings
     make_pump = pump_factory(runtime, upstream_url=upstream_url, command=command, name=name)
     hosts, origins = _allowed(host, port, settings.http.allowed_hosts, settings.http.allowed_origins)
-    mcp_app = McpHttpApp(runtime, make_pump, allowed_hosts=hosts, allowed_origins=origins)
-    return Starlette(
-        routes=[Route("/mcp", endpoint=mcp_app, methods=["GET", "POST", "DELETE"])], lifespan=mcp_app.lifespan
-    )
+    verifier = JwtVerifier(settings.http.oauth) if settings.http.oauth is not None else None
+    mcp_app = McpHttpApp(runtime, make_pump, allowed_hosts=hosts, allowed_origins=origins, verifier=verifier)
+    routes = [Route("/mcp", endpoint=mcp_app, methods=["GET", "POST", "DELETE"])]
+    if verifier is not None:
+        metadata = encode_metadata(verifier)
+
+        async def protected_resource(scope: Scope, receive: Receive, send: Send) -> None:
+            await _respond(send, 200, metadata)
+
+        path = metadata_path(verifier.settings.resource)
+        routes.append(Route(path, endpoint=_AsgiEndpoint(protected_resource), methods=["GET"]))
+    return Starlette(routes=routes, lifespan=mcp_app.lifespan)
+
+
+class _AsgiEndpoint:
+    """Starlette treats a class instance as a raw ASGI app (a plain function would be a request handler)."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Any]) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
 
 
 def serve_http(
