@@ -50,8 +50,12 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def _respond(send: Send, status: int, body: bytes, content_type: bytes = b"application/json") -> None:
-    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", content_type)]})
+async def _respond(
+    send: Send, status: int, body: bytes, content_type: bytes = b"application/json", extra: Sequence[Any] = ()
+) -> None:
+    # An explicit length avoids chunked encoding: one fewer small write per answer (and no Nagle stall on it).
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -271,14 +275,7 @@ class McpHttpApp:
                     jsonrpc.problem("unauthorized", failure.description),
                 )
                 challenge = self.verifier.www_authenticate(failure).encode()
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": failure.status,
-                        "headers": [(b"content-type", b"application/json"), (b"www-authenticate", challenge)],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
+                await _respond(send, failure.status, body, extra=[(b"www-authenticate", challenge)])
                 return
             session_id = _header(scope, b"mcp-session-id")
             # A session belongs to the credential that created it; anyone else is told it does not exist.
@@ -359,8 +356,7 @@ class McpHttpApp:
         assert self._modern is not None
         answer = await self._modern.call(message, self.request_timeout)
         if answer is None:
-            await send({"type": "http.response.start", "status": 202, "headers": []})
-            await send({"type": "http.response.body", "body": b""})
+            await _respond(send, 202, b"")
             return
         await _respond(send, 200, answer)
 
