@@ -85,7 +85,11 @@ class _LegacyDownstream:
             params = jsonrpc.load(env.params)
             if isinstance(params, dict):
                 related = self._progress.get(params.get("progressToken"))
-        message = self._adapter.validate_json(frame)
+        try:
+            message = self._adapter.validate_json(frame)
+        except ValueError:  # pydantic's ValidationError: a frame the SDK transport cannot carry
+            logger.warning("dropped a message the HTTP transport cannot carry (%d bytes)", len(frame))
+            return
         metadata = self._meta(related_request_id=related) if related is not None else None
         try:
             await self._write.send(self._message(message, metadata=metadata))
@@ -326,6 +330,9 @@ class McpHttpApp:
                 downstream = _LegacyDownstream(write, progress)
                 session = self.make_pump(downstream, session_id)
                 await session.run(_legacy_frames(read, progress))
+        except Exception:
+            # One broken session must not take the app's task group (and every other session) down with it.
+            logger.exception("session %s failed", session_id)
         finally:
             self._sessions.pop(session_id, None)
             self._owners.pop(session_id, None)

@@ -55,7 +55,10 @@ class HttpUpstream:
             headers["mcp-method"] = method
             if version and method != "initialize":
                 headers["mcp-protocol-version"] = version
-        message = jsonrpc_message_adapter.validate_json(frame)
+        try:
+            message = jsonrpc_message_adapter.validate_json(frame)
+        except ValueError:  # pydantic's ValidationError
+            raise UpstreamError(f"upstream {self.name!r}: the HTTP transport cannot carry this message") from None
         try:
             await self._write.send(SessionMessage(message, metadata=ClientMessageMetadata(headers=headers)))
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):

@@ -155,3 +155,15 @@ def test_client_authorization_is_not_forwarded(proxy_url: str) -> None:
     resp = httpx.post(proxy_url, json=body, headers={**headers, "mcp-method": "tools/list"})
     assert resp.status_code == 200, resp.text
     assert "secret" not in resp.text
+
+
+async def test_malformed_posts_do_not_hurt_other_sessions(proxy_url: str) -> None:
+    modern = {"accept": "application/json", "content-type": "application/json", "mcp-protocol-version": "2026-07-28"}
+    legacy = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    async with httpx.AsyncClient() as http:
+        bad = await http.post(proxy_url, content=b'{"jsonrpc": "2.0", "id": 1, ', headers=modern)
+        assert bad.status_code == 400
+        assert (await http.post(proxy_url, content=b"[1, 2]", headers=modern)).status_code == 400
+        assert (await http.post(proxy_url, content=b"not json", headers=legacy)).status_code >= 400
+    async with Client(proxy_url, mode="legacy") as client:
+        assert _text(await client.call_tool("echo", {"text": "still here"})) == "still here"
