@@ -66,12 +66,13 @@ BUILTIN_DETECTORS: Final[tuple[Detector, ...]] = (
         r"(?i:\bssn|social security (?:number|no\.?|#))\s*(?:is|:|#|=)?\s*(\d{9})",
         validator=v.us_ssn, group=1, right=DIGITS,
     ),
-    # 13-19 digits contiguous, or in the printed 4-4-4-4(-3), 4-6-5 (Amex) and 4-6-4 (Diners) groupings, starting
-    # with a digit some network issues under (2-6, or legacy JCB 1800): ms timestamps and ids never get this far.
+    # 12-19 digits contiguous (12 only for Maestro, see validators.payment_card), or in the printed 4-4-4-4(-3),
+    # 4-6-5 (Amex) and 4-6-4 (Diners) groupings, starting with a digit some network issues under (2-6, or legacy
+    # JCB 1800): ms timestamps and ids never get this far.
     # `\b` (zero-width, ASCII word boundary) keeps sub-runs of longer digit strings out of the candidates.
     Detector(
         "DLP-PII-PAYMENT-CARD", "CREDIT_CARD", "pii", HIGH, 0.9,
-        r"\b(?:[2-6]\d{3}|1800)(?:\d{9,15}|[ \-]\d{4}[ \-]\d{4}[ \-]\d{1,4}(?:[ \-]\d{3})?|[ \-]\d{6}[ \-]\d{4,5})\b",
+        r"\b(?:[2-6]\d{3}|1800)(?:\d{8,15}|[ \-]\d{4}[ \-]\d{4}[ \-]\d{1,4}(?:[ \-]\d{3})?|[ \-]\d{6}[ \-]\d{4,5})\b",
         validator=v.payment_card, left=DIGITS + "-", right=DIGITS + "-",
     ),
     Detector(
@@ -86,6 +87,30 @@ BUILTIN_DETECTORS: Final[tuple[Detector, ...]] = (
         r"(?:(?:\+1[ .\-]?|\b1[ .\-]?)?\([2-9]\d{2}\) ?|(?:\+1[ .\-]?|\b1[ .\-]?|\b)[2-9]\d{2}[ .\-]?)"
         r"[2-9]\d{2}[ .\-]?\d{4}(?: ?(?:x|ext\.?) ?\d{1,5})?\b",
         validator=v.nanp_phone, left=_WORD + "+-.", right=TOK + ".",
+    ),
+    # ITU-T E.164 numbers written internationally: `+` or the `00` prefix, country code, then groups separated by
+    # space/dot/dash, optionally the printed national trunk `(0)` and an area code in parentheses. The validator
+    # counts 8-15 digits (E.164) and drops dates and typed runs.
+    Detector(
+        "DLP-PII-INTL-PHONE", "PHONE_NUMBER", "pii", MED, 0.75,
+        r"(?:\+|\b00)[1-9]\d{0,3}(?:[ .\-]?(?:\(0\)[ .\-]?)?(?:\(\d{1,4}\)|\d{1,5})){1,6}"
+        r"(?: ?(?:x|ext\.?) ?\d{1,5})?",
+        # Not after '/', '.' or '-': DOIs and paths (`10.1016/0020-0190`) carry 00-prefixed digit groups.
+        validator=v.intl_phone, left=_WORD + "/.-", right=_WORD + ".",
+    ),
+    # National format with the trunk prefix 0 (`0xx xxx xx xx`, `(0x) xxxx xxxx`, `0x.xx.xx.xx.xx`): separators are
+    # required, so bare digit runs (ids, amounts) never qualify. Less telling than `+`, hence lower confidence.
+    Detector(
+        "DLP-PII-NATIONAL-PHONE", "PHONE_NUMBER", "pii", MED, 0.5,
+        r"(?:\(0[1-9]\d{0,3}\) ?|\b0[1-9]\d{0,4}[ .\-/])\d{2,8}(?:[ .\-]\d{2,4}){0,3}",
+        validator=v.national_phone, left=_WORD + ".-+/", right=_WORD + ".",
+    ),
+    # Any grouping of 7-15 digits right after a phone label (presidio-style context words).
+    Detector(
+        "DLP-PII-PHONE-LABELLED", "PHONE_NUMBER", "pii", MED, 0.6,
+        r"(?i:\b(?:phone|telephone|tel|mobile|cell|fax|whatsapp|call me (?:on|at)))(?:[ \t]*(?:number|no\.?|#))?"
+        r"[ \t]*[:.]?\s{0,3}(\+?\(?\d[\d ().\-]{4,20}\d)",
+        validator=v.labelled_phone, group=1, right=_WORD,
     ),
     # A dotted quad not inside a longer dotted run (version strings like 1.2.3.4.5).
     Detector(
@@ -190,10 +215,10 @@ BUILTIN_DETECTORS: Final[tuple[Detector, ...]] = (
         r"AIza[0-9A-Za-z_\-]{35}",
         validator=v.random_token, left=TOK, right=TOK,
     ),
-    # Google OAuth client secret (GOCSPX-) and OAuth 2.0 access tokens (ya29.).
+    # Google OAuth client secret (GOCSPX-), OAuth 2.0 access tokens (ya29.) and refresh tokens (1//0...).
     Detector(
         "DLP-SECRET-GOOGLE-OAUTH", "GOOGLE_OAUTH_SECRET", "secret", CRIT, 0.95,
-        r"GOCSPX-[A-Za-z0-9_\-]{28}|ya29\.[0-9A-Za-z_\-]{30,}",
+        r"GOCSPX-[A-Za-z0-9_\-]{28}|ya29\.[0-9A-Za-z_\-]{30,}|1//0[0-9A-Za-z_\-]{40,}",
         validator=v.random_token, left=TOK, right=TOK,
     ),
     # Slack tokens: xoxb (bot), xoxp (user), xoxa/xoxr (app/refresh), xoxs, xoxe; app-level xapp-.
@@ -207,10 +232,11 @@ BUILTIN_DETECTORS: Final[tuple[Detector, ...]] = (
         r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9_/\-]{20,}",
         validator=v.random_token,
     ),
-    # GitLab tokens: glpat- (personal), gldt- (deploy), glptt- (pipeline trigger), glrt- (runner), ...
+    # GitLab tokens: glpat- (personal), gldt- (deploy), glptt- (pipeline trigger), glrt- (runner), ..., and the
+    # legacy runner registration token prefix GR1348941 (GitLab docs, "Token prefixes").
     Detector(
         "DLP-SECRET-GITLAB-TOKEN", "GITLAB_TOKEN", "secret", CRIT, 0.95,
-        r"gl(?:pat|dt|ptt|rt|cbt|oas|soat|ft|imt|agent)-[0-9A-Za-z_\-]{20,}",
+        r"gl(?:pat|dt|ptt|rt|cbt|oas|soat|ft|imt|agent)-[0-9A-Za-z_\-]{20,}|GR1348941[0-9A-Za-z_\-]{20,}",
         validator=v.random_token, left=TOK, right=TOK,
     ),
     Detector(
@@ -291,7 +317,7 @@ BUILTIN_DETECTORS: Final[tuple[Detector, ...]] = (
     ),
     Detector(
         "DLP-SECRET-SOURCEGRAPH-TOKEN", "SOURCEGRAPH_TOKEN", "secret", CRIT, 0.95,
-        r"sgp_(?:[a-fA-F0-9]{16}_)?[a-fA-F0-9]{40}",
+        r"sgp_(?:[a-fA-F0-9]{16}_|local_)?[a-fA-F0-9]{40}",
         validator=v.random_token, left=TOK, right=TOK,
     ),
     # Mapbox secret tokens ("sk." + a base64url JSON segment); "pk." public tokens are not reported.
@@ -326,6 +352,98 @@ BUILTIN_DETECTORS: Final[tuple[Detector, ...]] = (
         r"AGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}",
         validator=v.random_token, left=TOK, right=TOK,
     ),
+    # --- secrets: more documented token prefixes ----------------------------------------------------------------
+    # Each from the provider's documentation of its key format (prefix, alphabet, length); random_token drops
+    # placeholders and low-entropy fillers.
+    Detector(  # Postman API keys: PMAK-<24 hex>-<34 hex> (Postman docs, "Postman API keys" / secret scanner).
+        "DLP-SECRET-POSTMAN-KEY", "POSTMAN_API_KEY", "secret", CRIT, 0.95,
+        r"PMAK-[a-f0-9]{24}-[a-f0-9]{34}",
+        validator=v.random_token, left=TOK, right=TOK,
+    ),
+    Detector(  # Pulumi access tokens: pul-<40 hex>.
+        "DLP-SECRET-PULUMI-TOKEN", "PULUMI_TOKEN", "secret", CRIT, 0.95,
+        r"pul-[a-f0-9]{40}",
+        validator=v.random_token, left=TOK, right=TOK,
+    ),
+    Detector(  # Tailscale: tskey-<kind>-<id>-<secret> (auth, api, client, scim, webhook keys).
+        "DLP-SECRET-TAILSCALE-KEY", "TAILSCALE_KEY", "secret", CRIT, 0.95,
+        r"tskey-(?:[a-z]+-)?[A-Za-z0-9]{6,}-[A-Za-z0-9]{16,}",
+        validator=v.random_token, left=TOK, right=TOK,
+    ),
+    Detector(  # Adafruit IO keys: aio_ + 28 alphanumerics.
+        "DLP-SECRET-ADAFRUIT-KEY", "ADAFRUIT_IO_KEY", "secret", HIGH, 0.9,
+        r"aio_[A-Za-z0-9]{28}",
+        validator=v.random_token, left=TOK, right=TOK,
+    ),
+    Detector(  # Airtable personal access tokens: pat<14 id chars>.<64 hex secret>.
+        "DLP-SECRET-AIRTABLE-PAT", "AIRTABLE_TOKEN", "secret", CRIT, 0.95,
+        r"pat[A-Za-z0-9]{14}\.[a-f0-9]{64}",
+        validator=v.random_token, left=TOK, right=TOK,
+    ),
+    Detector(  # NuGet.org API keys: oy2 + 43 lower-case base32-ish characters (46 total).
+        "DLP-SECRET-NUGET-KEY", "NUGET_API_KEY", "secret", CRIT, 0.9,
+        r"oy2[a-z0-9]{43}",
+        validator=v.random_token, left=TOK, right=TOK,
+    ),
+    Detector(  # Mailgun (legacy private API key key-<32 hex>) and Brevo/Sendinblue (xkeysib-/xsmtpsib-<64 hex>-<16>).
+        "DLP-SECRET-MAIL-API-KEY", "MAIL_API_KEY", "secret", CRIT, 0.9,
+        r"key-[0-9a-f]{32}|xkeysib-[a-f0-9]{64}-[A-Za-z0-9]{16}|xsmtpsib-[a-f0-9]{64}-[A-Za-z0-9]{16}",
+        validator=v.random_token, left=TOK, right=TOK,
+    ),
+    Detector(  # Figma (figd_), Linear (lin_api_ + 40), Notion (ntn_ + 46; legacy secret_ + 43 base62).
+        "DLP-SECRET-SAAS-TOKEN", "API_TOKEN", "secret", CRIT, 0.9,
+        r"figd_[A-Za-z0-9_\-]{40,}|lin_api_[A-Za-z0-9]{40}|ntn_[A-Za-z0-9]{46}|secret_[A-Za-z0-9]{43}",
+        validator=v.random_token, left=TOK, right=TOK,
+    ),
+    Detector(  # PlanetScale (pscale_tkn_/pscale_pw_/pscale_oauth_), RubyGems (rubygems_ + 48 hex), Contentful (CFPAT-).
+        "DLP-SECRET-DEVTOOLS-TOKEN", "API_TOKEN", "secret", CRIT, 0.95,
+        r"pscale_(?:tkn|pw|oauth)_[A-Za-z0-9_\-.]{32,64}|rubygems_[a-f0-9]{48}|CFPAT-[A-Za-z0-9_\-]{43}",
+        validator=v.random_token, left=TOK, right=TOK,
+    ),
+    Detector(  # Docker Hub tokens (dckr_pat_/dckr_oat_), Sentry (sntrys_ org, sntryu_ user), Dynatrace (dt0c01.).
+        "DLP-SECRET-OPS-TOKEN", "API_TOKEN", "secret", CRIT, 0.95,
+        r"dckr_(?:pat|oat)_[A-Za-z0-9_\-]{27,}|sntrys_eyJ[A-Za-z0-9+/=_\-]{50,}|sntryu_[a-f0-9]{64}"
+        r"|dt0c01\.[A-Z0-9]{24}\.[A-Z0-9]{64}",
+        validator=v.random_token, left=TOK, right=TOK,
+    ),
+    Detector(  # Model providers: Groq gsk_ + 52, xAI xai- + 80, Perplexity pplx- + 48, Replicate r8_ + 37,
+        # ElevenLabs sk_ + 48 hex, Tavily tvly- + 32.
+        "DLP-SECRET-AI-PROVIDER-KEY", "AI_API_KEY", "secret", CRIT, 0.95,
+        r"gsk_[A-Za-z0-9]{52}|xai-[A-Za-z0-9]{80}|pplx-[A-Za-z0-9]{48}|r8_[A-Za-z0-9]{37}|sk_[a-f0-9]{48}"
+        r"|tvly-(?:dev-|prod-)?[A-Za-z0-9]{32}",
+        validator=v.random_token, left=TOK, right=TOK,
+    ),
+    Detector(  # Dropbox short-lived access tokens: sl. + a long base64url body (130+ characters).
+        "DLP-SECRET-DROPBOX-TOKEN", "DROPBOX_TOKEN", "secret", CRIT, 0.95,
+        r"sl\.[A-Za-z0-9_\-]{130,}",
+        validator=v.random_token, left=TOK + ".", right=TOK,
+    ),
+    Detector(  # Facebook/Meta Graph access tokens: EAA + app-specific body, long (100+ alphanumerics).
+        "DLP-SECRET-FACEBOOK-TOKEN", "FACEBOOK_TOKEN", "secret", CRIT, 0.9,
+        r"EAA[A-Za-z0-9]{100,}",
+        validator=v.random_token, left=_WORD + "+/", right=B64,
+    ),
+    Detector(  # Alibaba Cloud AccessKey ID (LTAI + 12-20) and Tencent Cloud SecretId (AKID + 32).
+        "DLP-SECRET-CLOUD-ACCESS-KEY", "CLOUD_ACCESS_KEY", "secret", CRIT, 0.9,
+        r"LTAI[A-Za-z0-9]{12,20}|AKID[A-Za-z0-9]{32}",
+        validator=v.random_token, left=_WORD, right=_WORD,
+    ),
+    Detector(  # Heroku platform API tokens (HRKU- + 60) and 1Password service account tokens (ops_eyJ...).
+        "DLP-SECRET-PLATFORM-TOKEN", "API_TOKEN", "secret", CRIT, 0.95,
+        r"HRKU-[A-Za-z0-9_\-]{60}|ops_eyJ[A-Za-z0-9+/=_\-]{100,}",
+        validator=v.random_token, left=TOK, right=TOK,
+    ),
+    Detector(  # Stripe webhook signing secrets (whsec_) and MongoDB Atlas service-account secrets (mdb_sa_sk_).
+        "DLP-SECRET-SIGNING-SECRET", "API_TOKEN", "secret", CRIT, 0.9,
+        r"whsec_[A-Za-z0-9+/]{32,}|mdb_sa_sk_[A-Za-z0-9_\-]{32,}",
+        validator=v.random_token, left=TOK, right=TOK,
+    ),
+    # Discord bot tokens: base64(user id) "." base64 timestamp "." HMAC; the validator decodes the id part.
+    Detector(
+        "DLP-SECRET-DISCORD-BOT-TOKEN", "DISCORD_TOKEN", "secret", CRIT, 0.9,
+        r"[A-Za-z0-9_\-]{23,28}\.[A-Za-z0-9_\-]{6,7}\.[A-Za-z0-9_\-]{27,40}",
+        validator=v.discord_bot_token, left=TOK + ".", right=TOK + ".",
+    ),
     Detector(
         "DLP-SECRET-WEBHOOK-URL", "WEBHOOK_URL", "secret", HIGH, 0.9,
         r"https://(?:discord(?:app)?\.com/api/webhooks/\d+/[A-Za-z0-9_\-]{60,}"
@@ -346,16 +464,38 @@ BUILTIN_DETECTORS: Final[tuple[Detector, ...]] = (
         r"\b[A-Za-z][A-Za-z0-9+.\-]{1,20}://[^\s:/@\"'<>]{1,128}:([^\s:/@\"'<>]{3,128})@[A-Za-z0-9.\-\[]",
         validator=v.connection_password, group=1,
     ),
-    # key = value where the key names a credential; the value must look random (see validators.generic_secret).
+    # Credentials in HTTP Authorization headers (RFC 6750 bearer tokens, Okta's SSWS scheme; RFC 7617 Basic).
+    Detector(
+        "DLP-SECRET-BEARER-TOKEN", "BEARER_TOKEN", "secret", CRIT, 0.85,
+        r"(?i:\bbearer|\bssws):?[ \t]+([A-Za-z0-9\-._~+/]+=*)",
+        validator=v.auth_header_token, group=1, right=TOK + "~+/=",
+    ),
+    Detector(
+        "DLP-SECRET-BASIC-AUTH", "BASIC_AUTH", "secret", CRIT, 0.9,
+        r"(?i:\bbasic)[ \t]+([A-Za-z0-9+/]{8,}={0,2})",
+        validator=v.basic_auth, group=1, right=B64,
+    ),
+    # password/secret = value (JSON, YAML, INI, env, shell, CLI flag `--password X`, netrc `password X`); passwords
+    # are typed by people, so 8 characters suffice, but the value must look like one (see validators.generic_secret).
     Detector(
         "DLP-SECRET-GENERIC-ASSIGNMENT", "SECRET", "secret", HIGH, 0.6,
-        r"(?i:[a-z0-9_.\-]*(?:password|passwd|passphrase|pwd|secret|api[_\-]?key|apikey|access[_\-]?token"
-        r"|auth[_\-]?token|client[_\-]?secret|private[_\-]?key|token))(?:\\?[\"'\]])?\s*(?::=|=>|[:=])\s*"
+        r"(?i:[a-z0-9_.\-]*(?:password|passwd|passphrase|pwd|secret))"
+        r"(?:(?:\\?[\"'\]])?[ \t]*(?::=|=>|[:=])[ \t]*|[ \t]+)"
         r"(?:\\?[\"'`])?"
         # The value must hold an upper-case letter or a digit (see validators.generic_secret): saying so in the
-        # regex keeps `token = get_token()` and other lower-case identifiers out of the candidates entirely.
-        r"([^\s\"'`,;<>()]*[A-Z0-9][^\s\"'`,;<>()]*)",
-        validator=v.generic_secret, group=1, right="(",
+        # regex keeps `password = get_password()` and other lower-case identifiers out of the candidates entirely.
+        r"([^\s\"'`,;<>()\[\]]*[A-Z0-9][^\s\"'`,;<>()\[\]]*)",
+        validator=v.generic_secret, group=1, right="([",
+    ),
+    # *_KEY / *_TOKEN / api_key / auth / credentials = value, also `x-api-key: value` and `SECRET key value`: the
+    # value must look machine-generated (>= 16 characters, letters and digits, entropy; validators.generic_key).
+    Detector(
+        "DLP-SECRET-GENERIC-KEY", "SECRET", "secret", HIGH, 0.55,
+        r"(?i:[a-z0-9_.\-]*(?:key|token|auth|credentials?)|(?:secret|access|private|api)[ \t]+key)"
+        r"(?:(?:\\?[\"'\]])?[ \t]*(?::=|=>|[:=])[ \t]*|[ \t]+)"
+        r"(?:\\?[\"'`])?"
+        r"([A-Za-z0-9+/=_.~\-]*[0-9][A-Za-z0-9+/=_.~\-]*)",
+        validator=v.generic_key, group=1, right="(",
     ),
 )
 # fmt: on

@@ -43,6 +43,19 @@ from cisora_mesh.pipeline.dlp_patterns import BUILTIN_DETECTORS, Detector
 DETECTOR: Final = "dlp"
 CUSTOM_DETECTOR: Final = "custom_dlp"
 GENERIC_RULE: Final = "DLP-SECRET-GENERIC-ASSIGNMENT"
+# Context rules (a key name, a header scheme, a phone label, a national format) report a value that a specific,
+# validated rule may also report. A weak finding that overlaps a stronger one of the same category adds nothing but
+# a duplicate marker, so it is dropped (see `_drop_shadowed`).
+WEAK_RULES: Final = frozenset(
+    {
+        GENERIC_RULE,
+        "DLP-SECRET-GENERIC-KEY",
+        "DLP-SECRET-BEARER-TOKEN",
+        "DLP-SECRET-BASIC-AUTH",
+        "DLP-PII-PHONE-LABELLED",
+        "DLP-PII-NATIONAL-PHONE",
+    }
+)
 # A tenant's own regex has no validator behind it, so it claims less certainty than a validated built-in.
 CUSTOM_CONFIDENCE: Final = 0.8
 
@@ -171,7 +184,7 @@ class DlpStage:
             found.extend(self._custom(ctx, scan_text, categories, disabled, action, leaving))
         if not found:
             return
-        ctx.findings.extend(_drop_shadowed_generic(found))
+        ctx.findings.extend(_drop_shadowed(found))
 
     @staticmethod
     def _candidates(compiled: _Compiled, data: bytes, text: str | None) -> list[tuple[int, int, float]]:
@@ -258,15 +271,25 @@ def _byte_to_char(data: bytes, offsets: list[int]) -> Callable[[int], int]:
     return table.__getitem__
 
 
-def _drop_shadowed_generic(found: list[Finding]) -> list[Finding]:
-    """A `password=`/`secret=` match that overlaps a provider-specific finding adds nothing but noise."""
-    generic = [f for f in found if f.rule_id == GENERIC_RULE]
-    if not generic:
+def _drop_shadowed(found: list[Finding]) -> list[Finding]:
+    """Drop each weak (context-rule) finding that overlaps a kept finding of the same category.
+
+    Specific rules are always kept; weak findings are then considered by descending confidence, so of two weak
+    rules reporting the same value (a labelled national phone number) only the more confident one stays. The
+    original order of the findings is preserved.
+    """
+    weak = [i for i, f in enumerate(found) if f.rule_id in WEAK_RULES]
+    if not weak:
         return found
-    specific = [(f.start, f.end) for f in found if f.rule_id != GENERIC_RULE and f.category == "secret"]
-    if not specific:
-        return found
-    return [f for f in found if f.rule_id != GENERIC_RULE or not any(_overlaps(f, span) for span in specific)]
+    kept = [f for f in found if f.rule_id not in WEAK_RULES]
+    dropped: set[int] = set()
+    for i in sorted(weak, key=lambda i: -found[i].confidence):
+        finding = found[i]
+        if any(k.category == finding.category and _overlaps(finding, (k.start, k.end)) for k in kept):
+            dropped.add(i)
+        else:
+            kept.append(finding)
+    return [f for i, f in enumerate(found) if i not in dropped]
 
 
 def _overlaps(finding: Finding, span: tuple[int | None, int | None]) -> bool:
