@@ -23,6 +23,7 @@ from mcp_proxy.config import ProxySettings
 from mcp_proxy.forward import PinGuard, Session
 from mcp_proxy.inspect import Inspector
 from mcp_proxy.pinning import PinStore
+from mcp_proxy.policy import ArgumentPolicy, ArgumentRules
 from mcp_proxy.upstream import Upstream
 
 logger = logging.getLogger("mcp_proxy")
@@ -37,11 +38,12 @@ class Runtime:
     mesh: Mesh | None
     pins: PinStore | None
     audit: AuditSink | None
+    argument_policy: ArgumentPolicy | None = None
 
     def inspector(self, session: str | None = None) -> Inspector | None:
         if self.mesh is None:
             return None
-        return Inspector(self.mesh, tenant=self.tenant, session=session)
+        return Inspector(self.mesh, tenant=self.tenant, session=session, argument_policy=self.argument_policy)
 
     def pin_guard(self, modes: dict[str, Literal["tofu", "approve", "off"]]) -> PinGuard | None:
         if self.pins is None:
@@ -68,7 +70,10 @@ def build_runtime(
     mesh = Mesh(mesh_config, audit=audit) if settings.inspect else None
     any_pinning = settings.pinning != "off" or any(s.pinning not in (None, "off") for s in settings.servers)
     pins = PinStore.in_data_dir(data_dir) if any_pinning else None
-    return Runtime(settings=settings, tenant=tenant, mesh=mesh, pins=pins, audit=audit)
+    rules = ArgumentRules(settings.argument_rules)
+    return Runtime(
+        settings=settings, tenant=tenant, mesh=mesh, pins=pins, audit=audit, argument_policy=rules if rules else None
+    )
 
 
 def configure_logging(level: int = logging.WARNING) -> None:

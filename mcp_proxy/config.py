@@ -85,6 +85,16 @@ class HttpSettings(_Model):
     oauth: OAuthSettings | None = None
 
 
+class ArgumentRule(_Model):
+    """A deny rule on a tool-call argument (see `mcp_proxy.policy`)."""
+
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
+    server: str = "*"
+    tool: str = "*"
+    argument: Annotated[str, Field(min_length=1)]
+    deny_regex: Annotated[str, Field(min_length=1, max_length=1024)]
+
+
 class ProxySettings(_Model):
     tenant: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")] = "default"
     inspect: bool = True
@@ -93,6 +103,7 @@ class ProxySettings(_Model):
     restart_backoff_max: Annotated[float, Field(gt=0, le=300)] = 5.0
     http: HttpSettings = HttpSettings()
     servers: tuple[ServerSettings, ...] = ()
+    argument_rules: tuple[ArgumentRule, ...] = ()
 
     @model_validator(mode="after")
     def _unique(self) -> ProxySettings:

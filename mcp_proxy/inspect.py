@@ -19,9 +19,10 @@ from typing import Any, Final, Literal
 
 import anyio.to_thread
 
-from cisora_mesh.events import Decision, Direction, McpMessage, Subject, Verdict
+from cisora_mesh.events import Decision, Direction, Finding, McpMessage, Severity, Subject, Verdict
 from cisora_mesh.mesh import Mesh
 from mcp_proxy import jsonrpc
+from mcp_proxy.policy import ArgumentPolicy, ArgumentViolation
 
 WITHHELD: Final = "withheld by policy"
 
@@ -105,8 +106,11 @@ def _without_meta(payload: Any) -> Any:
 class Inspector:
     """Runs the inspection points of one proxy session through a `Mesh`."""
 
-    def __init__(self, mesh: Mesh, *, tenant: str, session: str | None = None) -> None:
+    def __init__(
+        self, mesh: Mesh, *, tenant: str, session: str | None = None, argument_policy: ArgumentPolicy | None = None
+    ) -> None:
         self.mesh = mesh
+        self.argument_policy = argument_policy
         self.subject = Subject(tenant=tenant, session=session)
         # A durable audit append blocks for a commit; do it off the event loop so other frames keep flowing and
         # concurrent decisions share one group commit. Without an audit sink the inline path is ~30 us: stay inline.
@@ -128,12 +132,43 @@ class Inspector:
     async def tool_call(self, server: str | None, tool: str, params: dict[str, Any]) -> Outcome:
         """A `tools/call` request: argument policy and DLP (secrets being exfiltrated into a call)."""
         scanned = _without_meta(params)
-        decision = await self.evaluate(self._event(Direction.OUTBOUND, "tools/call", server, tool, params=scanned))
+        event = self._event(Direction.OUTBOUND, "tools/call", server, tool, params=scanned)
+        arguments = params.get("arguments")
+        if self.argument_policy is not None and isinstance(arguments, dict):
+            violation = self.argument_policy.check(server, tool, arguments)
+            if violation is not None:
+                return deny_for(await self._record_violation(event, violation), f"tool call {tool!r}")
+        decision = await self.evaluate(event)
         if decision.verdict is Verdict.ALLOW:
             return PASS
         if decision.verdict is Verdict.REDACT:
             return _rewritten(decision, "params", params)
         return deny_for(decision, f"tool call {tool!r}")
+
+    async def _record_violation(self, event: McpMessage, violation: ArgumentViolation) -> Decision:
+        """An argument-policy denial is a decision too: audited before the call is refused."""
+        finding = Finding(
+            detector="argument-policy",
+            rule_id=violation.rule_id,
+            category="argument_policy",
+            severity=Severity.HIGH,
+            confidence=1.0,
+            location=violation.location,
+            action=Verdict.BLOCK,
+        )
+        decision = Decision(
+            event_id=event.id,
+            event_type="mcp.message",
+            subject=event.subject,
+            verdict=Verdict.BLOCK,
+            score=0.0,
+            findings=(finding,),
+            trace_id=event.trace_id,
+        )
+        audit = self.mesh.audit
+        if audit is not None:
+            await anyio.to_thread.run_sync(audit.append_decision, decision, event)
+        return decision
 
     async def result(self, method: str, server: str | None, tool: str | None, result: Any) -> Outcome:
         """A result flowing to the agent: tools/call, resources/read, prompts/get."""

@@ -112,3 +112,41 @@ def test_example_config_loads() -> None:
     root = Path(__file__).resolve().parents[2]
     _, settings = load(root / "examples" / "proxy.toml")
     assert settings.pinning == "tofu"
+
+
+def test_argument_rules_unit() -> None:
+    from mcp_proxy.config import ArgumentRule
+    from mcp_proxy.policy import ArgumentRules
+
+    rules = ArgumentRules(
+        [
+            ArgumentRule(id="no-etc", tool="read_*", argument="path", deny_regex="^/etc/"),
+            ArgumentRule(id="no-urls", server="files", argument="*", deny_regex="https?://"),
+        ]
+    )
+    assert rules.check("s", "read_file", {"path": "/etc/shadow"}) == rules.check("x", "read_x", {"path": "/etc/x"})
+    violation = rules.check("s", "read_file", {"path": "/etc/shadow"})
+    assert violation is not None and violation.rule_id == "no-etc" and violation.location == "/params/arguments/path"
+    assert rules.check("s", "write_file", {"path": "/etc/shadow"}) is None
+    assert rules.check("s", "read_file", {"path": "/home/me"}) is None
+    assert rules.check("files", "any", {"a": "ok", "b": "see http://x"}).rule_id == "no-urls"  # type: ignore[union-attr]
+    assert rules.check("other", "any", {"b": "see http://x"}) is None
+
+
+async def test_argument_policy_denial_is_audited(tmp_path: Path) -> None:
+    config = tmp_path / "mesh.toml"
+    config.write_text(
+        '[[proxy.argument_rules]]\nid = "no-etc"\ntool = "echo"\nargument = "text"\ndeny_regex = "^/etc/"\n'
+    )
+    home = tmp_path / "home"
+    async with Client(proxy_params(home, "--config", str(config)), mode="legacy") as client:
+        with pytest.raises(MCPError) as err:
+            await client.call_tool("echo", {"text": "/etc/passwd"})
+        assert err.value.error.code == -32010
+        assert err.value.error.data["rule_ids"] == ["no-etc"]
+        assert _text(await client.call_tool("echo", {"text": "/home/me"})) == "/home/me"
+    store = open_store(None, data_dir=home)
+    try:
+        assert store.size() >= 2
+    finally:
+        store.close()
