@@ -221,6 +221,13 @@ BUILTIN_DETECTORS: Final[tuple[Detector, ...]] = (
         r"GOCSPX-[A-Za-z0-9_\-]{28}|ya29\.[0-9A-Za-z_\-]{30,}|1//0[0-9A-Za-z_\-]{40,}",
         validator=v.random_token, left=TOK, right=TOK,
     ),
+    # Google OAuth 2.0 client ids (<project number>-<32 base32hex>.apps.googleusercontent.com): an identifier, not a
+    # secret, but it names the OAuth client a leaked client secret belongs to; reported for visibility.
+    Detector(
+        "DLP-SECRET-GOOGLE-CLIENT-ID", "GOOGLE_CLIENT_ID", "secret", LOW, 0.9,
+        r"\d{6,14}-[a-v0-9]{32}\.apps\.googleusercontent\.com",
+        validator=v.random_token, left=_WORD, right=TOK,
+    ),
     # Slack tokens: xoxb (bot), xoxp (user), xoxa/xoxr (app/refresh), xoxs, xoxe; app-level xapp-.
     Detector(
         "DLP-SECRET-SLACK-TOKEN", "SLACK_TOKEN", "secret", CRIT, 0.95,
@@ -475,23 +482,24 @@ BUILTIN_DETECTORS: Final[tuple[Detector, ...]] = (
         r"(?i:\bbasic)[ \t]+([A-Za-z0-9+/]{8,}={0,2})",
         validator=v.basic_auth, group=1, right=B64,
     ),
-    # password/secret = value (JSON, YAML, INI, env, shell, CLI flag `--password X`, netrc `password X`); passwords
+    # password/secret = value (JSON, YAML, INI, env, shell, CLI flag `--password X`, netrc `password X`, a hard-coded
+    # comparison `password == "..."` (CWE-798), prose "the password is X"); passwords
     # are typed by people, so 8 characters suffice, but the value must look like one (see validators.generic_secret).
     Detector(
         "DLP-SECRET-GENERIC-ASSIGNMENT", "SECRET", "secret", HIGH, 0.6,
         r"(?i:[a-z0-9_.\-]*(?:password|passwd|passphrase|pwd|secret))"
-        r"(?:(?:\\?[\"'\]])?[ \t]*(?::=|=>|[:=])[ \t]*|[ \t]+)"
+        r"(?:(?:\\?[\"'\]])?[ \t]*(?::=|=>|[!=]==?|[:=])[ \t]*|[ \t]+(?i:(?:is|was)[ \t]+)?)"
         r"(?:\\?[\"'`])?"
         # The value must hold an upper-case letter or a digit (see validators.generic_secret): saying so in the
         # regex keeps `password = get_password()` and other lower-case identifiers out of the candidates entirely.
         r"([^\s\"'`,;<>()\[\]]*[A-Z0-9][^\s\"'`,;<>()\[\]]*)",
         validator=v.generic_secret, group=1, right="([",
     ),
-    # *_KEY / *_TOKEN / api_key / auth / credentials = value, also `x-api-key: value` and `SECRET key value`: the
+    # *_KEY / *_TOKEN / *_PAT / api_key / auth / credentials = value, also `x-api-key: value`, `SECRET key value`: the
     # value must look machine-generated (>= 16 characters, letters and digits, entropy; validators.generic_key).
     Detector(
         "DLP-SECRET-GENERIC-KEY", "SECRET", "secret", HIGH, 0.55,
-        r"(?i:[a-z0-9_.\-]*(?:key|token|auth|credentials?)|(?:secret|access|private|api)[ \t]+key)"
+        r"(?i:[a-z0-9_.\-]*(?:key|token|auth|credentials?|[_.\-]pat)|(?:secret|access|private|api)[ \t]+key)"
         r"(?:(?:\\?[\"'\]])?[ \t]*(?::=|=>|[:=])[ \t]*|[ \t]+)"
         r"(?:\\?[\"'`])?"
         r"([A-Za-z0-9+/=_.~\-]*[0-9][A-Za-z0-9+/=_.~\-]*)",

@@ -292,6 +292,14 @@ POSITIVES += [
     ),
     ("DLP-SECRET-GENERIC-ASSIGNMENT", "machine git.example.net login bob password Xk9vP2qLm7w", "Xk9vP2qLm7w"),
     ("DLP-SECRET-GENERIC-ASSIGNMENT", "mysql -u root --password Qz7!mW2pLx4r", "Qz7!mW2pLx4r"),
+    ("DLP-SECRET-GENERIC-ASSIGNMENT", 'if password == "Hq4@vLp9Zr2" {', "Hq4@vLp9Zr2"),
+    ("DLP-SECRET-GENERIC-ASSIGNMENT", "The admin password is 'Vw8rKs31Qn'.", "Vw8rKs31Qn"),
+    ("DLP-SECRET-GENERIC-KEY", f'azure_devops_pat = "{rnd(52, LOWER_DIGITS)}"', rnd(52, LOWER_DIGITS)),
+    (
+        "DLP-SECRET-GOOGLE-CLIENT-ID",
+        f"client_id: 123456789012-{rnd(32, string.digits + 'abcdefghijklmnopqrstuv')}.apps.googleusercontent.com",
+        f"123456789012-{rnd(32, string.digits + 'abcdefghijklmnopqrstuv')}.apps.googleusercontent.com",
+    ),
 ]
 
 NEGATIVES += [
@@ -333,6 +341,9 @@ NEGATIVES += [
     ("DLP-SECRET-GENERIC-KEY", f"token = {rnd(12)} and auth_token: a1b2c3d4e5f6g7h8i9j0k1l2"),  # short; typed
     ("DLP-SECRET-GENERIC-KEY", f"api_key = sk_live_{rnd(24)}"),  # the Stripe rule reports it
     ("DLP-SECRET-GENERIC-ASSIGNMENT", "password = 'abcdefgh12345678' and password reset for User42"),
+    ("DLP-SECRET-GENERIC-ASSIGNMENT", "the password is Incorrect; if password != None: pass"),
+    ("DLP-SECRET-GENERIC-KEY", "compat = True2024abcdefXYZ12 and sub_path = /usr/lib/x86_64-linux-gnu"),
+    ("DLP-SECRET-GOOGLE-CLIENT-ID", "project 123456789012-abc.apps.googleusercontent.com"),
     ("DLP-SECRET-GENERIC-ASSIGNMENT", "def f(password: Optional[str], secret:\n    Annotated[str, Doc]) -> None:"),
 ]
 

@@ -216,3 +216,16 @@ def test_offsets_on_non_ascii_match_text() -> None:
     text = f"東京🎉 jane@acme.io、電話 (415) 555-2671 と {GH_TOKEN}。終わり 8.8.8.8"
     spans = sorted(text[f.start : f.end] for f in run(text) if f.start is not None)
     assert spans == sorted(["jane@acme.io", "(415) 555-2671", GH_TOKEN, "8.8.8.8"])
+
+
+def test_weak_context_finding_is_shadowed_by_a_specific_one() -> None:
+    # `api_key = ghp_...`: the GitHub rule reports the value; the generic key rule must not add a second finding.
+    findings = run(f"api_key = {GH_TOKEN}")
+    assert [f.rule_id for f in findings] == ["DLP-SECRET-GITHUB-TOKEN"]
+
+
+def test_two_weak_phone_rules_report_one_finding() -> None:
+    # A labelled national number matches the labelled and the national-format rules: one finding, the more confident.
+    text = "Phone: 020 7946 0958"
+    findings = run(text)
+    assert [(f.rule_id, text[f.start : f.end]) for f in findings] == [("DLP-PII-PHONE-LABELLED", "020 7946 0958")]
