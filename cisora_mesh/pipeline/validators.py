@@ -109,9 +109,11 @@ def _classes(value: str) -> int:
 
 
 def random_token(value: str, *, min_entropy: float = 3.0) -> float:
-    """Accept a provider token body that looks random (not a placeholder, enough entropy)."""
+    """Accept a provider token body that looks random (not a placeholder, enough entropy, not typed filler)."""
     counts = Counter(value)
     if is_placeholder(value, counts) or shannon_entropy(value, counts) < min_entropy:
+        return 0.0
+    if sequence_share(value) >= _TYPED_SHARE or _fake_uuid(value):
         return 0.0
     return 1.0
 
@@ -229,6 +231,12 @@ def _is_identifier(value: str) -> bool:
 
 
 _UUID_RE: Final = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+_UUID_LAYOUT_RE: Final = re.compile(r"[0-9A-Za-z]{8}-(?:[0-9A-Za-z]{4}-){3}[0-9A-Za-z]{12}")
+
+
+def _fake_uuid(value: str) -> bool:
+    """RFC 9562 UUIDs are hexadecimal: the 8-4-4-4-12 layout with other letters is hand-typed imitation."""
+    return any(_UUID_RE.fullmatch(m.group()) is None for m in _UUID_LAYOUT_RE.finditer(value))
 
 
 def _typed_factor(value: str) -> float:
@@ -255,7 +263,7 @@ def generic_key(value: str) -> float:
     A UUID alone is a common key format (Heroku, many SaaS APIs) but also an ordinary record id: kept, lower.
     """
     stripped = value.strip("\"'`")
-    if len(stripped) < 16 or _is_reference(stripped) or _is_identifier(stripped):
+    if len(stripped) < 16 or _is_reference(stripped) or _is_identifier(stripped) or _fake_uuid(stripped):
         return 0.0
     chars = set(stripped)
     if not chars & _DIGIT or not chars & (_LOWER | _UPPER):

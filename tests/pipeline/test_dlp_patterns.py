@@ -340,6 +340,7 @@ NEGATIVES += [
     ("DLP-SECRET-GENERIC-KEY", 'api_key = "${ACME_API_KEY}" and primary_key=1234567890123456'),
     ("DLP-SECRET-GENERIC-KEY", f"token = {rnd(12)} and auth_token: a1b2c3d4e5f6g7h8i9j0k1l2"),  # short; typed
     ("DLP-SECRET-GENERIC-KEY", f"api_key = sk_live_{rnd(24)}"),  # the Stripe rule reports it
+    ("DLP-SECRET-GENERIC-KEY", "deployKey=px-dep-d4c9b2a1-f6e5-h8g7-j1q8-p5o0n5m3l2k1"),  # UUID layout, not hex
     ("DLP-SECRET-GENERIC-ASSIGNMENT", "password = 'abcdefgh12345678' and password reset for User42"),
     ("DLP-SECRET-GENERIC-ASSIGNMENT", "the password is Incorrect; if password != None: pass"),
     ("DLP-SECRET-GENERIC-KEY", "compat = True2024abcdefXYZ12 and sub_path = /usr/lib/x86_64-linux-gnu"),
@@ -516,6 +517,12 @@ def test_typed_filler_is_rejected_by_generic_rules(value: str) -> None:
 )
 def test_intl_phone(value: str, ok: bool) -> None:
     assert (v.intl_phone(value) > 0) is ok
+
+
+def test_typed_and_imitation_values_are_not_provider_tokens() -> None:
+    assert v.random_token("abcdefghij1234567890") == 0.0
+    assert v.random_token("a1b2c3d4-e5f6-g7h8-i9j0-k1l2m3n4o5p6") == 0.0  # UUID layout, not hexadecimal
+    assert v.random_token(rnd(36)) == 1.0
 
 
 def test_uuid_under_key_name_is_less_confident() -> None:
