@@ -1,0 +1,1 @@
+"""Shipped model files (a package so that setuptools package-data ships the `.npz`)."""

