@@ -12,6 +12,9 @@ are critical; Google API keys (usually restricted, often public in web apps) are
 cards, IBANs, password hashes and webhook URLs; email and phone are medium; IP addresses are low; test-mode Stripe
 keys are medium and publishable keys low. `confidence` is the rule's base estimate that a validated match is a
 true positive; validators may lower it per match (private IP, reserved e-mail domain, bare digit run, ...).
+Context rules (a credential-bearing key name, an Authorization scheme, a phone label or national format) carry less
+base confidence than validated prefixed tokens, and the stage drops their findings where a specific rule reports
+the same value (`stages.dlp.WEAK_RULES`).
 """
 
 from __future__ import annotations
