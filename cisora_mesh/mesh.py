@@ -14,11 +14,12 @@ of them escalates the verdict, a follow-up decision (`stages="full"`) is audited
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import anyio.to_thread
 
@@ -46,6 +47,16 @@ class AsyncStage(Protocol):
     name: str
 
     def run(self, ctx: ScanContext) -> None: ...
+
+
+async def _wait(future: Future[Any]) -> None:
+    """Await a thread-pool future: natively under asyncio, through a worker thread under other backends."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        await anyio.to_thread.run_sync(future.result)
+        return
+    await asyncio.wrap_future(future)
 
 
 def default_stages() -> list[Stage]:
@@ -94,21 +105,40 @@ class Mesh:
         With `full=True` the async stages run synchronously before deciding; otherwise they are scheduled in the
         background after the inline decision has been recorded.
         """
+        ctx, decision = self._decide(event, full=full)
+        self._record(decision, event)
+        self._after(ctx, decision, event, full=full)
+        return decision
+
+    async def aevaluate(self, event: Event, *, full: bool = False) -> Decision:
+        """`evaluate` for async callers; the event loop never blocks on model inference or on the audit commit.
+
+        The inline stages run on the loop (they are sub-millisecond). A full evaluation's async stages run in a
+        worker thread. The audit append is awaited without a thread hop when the sink offers `submit_decision`
+        (a future resolved by its group-commit writer), so concurrent decisions share one durable commit.
+        """
+        if full and self.async_stages:
+            return await anyio.to_thread.run_sync(lambda: self.evaluate(event, full=True))
+        ctx, decision = self._decide(event, full=False)
+        if self.audit is not None:
+            submit = getattr(self.audit, "submit_decision", None)
+            if submit is not None:
+                await _wait(submit(decision, event))
+            else:
+                await anyio.to_thread.run_sync(self.audit.append_decision, decision, event)
+        self._after(ctx, decision, event, full=False)
+        return decision
+
+    def _decide(self, event: Event, *, full: bool) -> tuple[ScanContext, Decision]:
         policy = self.policy_for(event.subject.tenant)
         ctx, timings = self.pipeline.run(event, policy, full=full)
         if full and self.async_stages:
             timings.extend(run_stages(self.async_stages, ctx))
-        decision = decide(ctx, timings, stages="full" if full else "inline")
-        self._record(decision, event)
+        return ctx, decide(ctx, timings, stages="full" if full else "inline")
+
+    def _after(self, ctx: ScanContext, decision: Decision, event: Event, *, full: bool) -> None:
         if not full and self.async_stages:
             self._schedule(ctx, decision, event)
-        return decision
-
-    async def aevaluate(self, event: Event, *, full: bool = False) -> Decision:
-        """`evaluate` for async callers. Full evaluations run in a worker thread so the event loop stays free."""
-        if full and self.async_stages:
-            return await anyio.to_thread.run_sync(lambda: self.evaluate(event, full=True))
-        return self.evaluate(event)
 
     def close(self) -> None:
         if self._executor is not None:

@@ -194,3 +194,36 @@ async def test_aevaluate_matches_evaluate() -> None:
     assert (await m.aevaluate(ModelInput(text="p=0.6"))).verdict is Verdict.REVIEW
     assert (await m.aevaluate(ModelInput(text="evil"), full=True)).verdict is Verdict.BLOCK
     m.close()
+
+
+async def test_aevaluate_awaits_a_submitted_audit_future_before_returning() -> None:
+    from concurrent.futures import Future
+
+    pending: list[Future[int]] = []
+
+    class FutureSink(RecordingSink):
+        def submit_decision(self, decision: Decision, event: Event) -> Future[int]:
+            future: Future[int] = Future()
+            self.records.append((decision, event))
+            pending.append(future)
+            threading.Timer(0.05, future.set_result, args=(len(self.records) - 1,)).start()
+            return future
+
+    sink = FutureSink()
+    decision = await mesh(ScoreStage(), audit=sink).aevaluate(ModelInput(text="p=0.9"))
+    assert decision.verdict is Verdict.BLOCK
+    assert sink.records == [(decision, sink.records[0][1])]
+    assert pending[0].done()  # returned only once the record was durable
+
+
+async def test_aevaluate_propagates_an_audit_failure() -> None:
+    from concurrent.futures import Future
+
+    class FailingSink(RecordingSink):
+        def submit_decision(self, decision: Decision, event: Event) -> Future[int]:
+            future: Future[int] = Future()
+            future.set_exception(OSError("disk full"))
+            return future
+
+    with pytest.raises(OSError, match="disk full"):
+        await mesh(ScoreStage(), audit=FailingSink()).aevaluate(ModelInput(text="p=0.1"))
