@@ -73,3 +73,15 @@ class ConsistencyProof:
 
     def to_dict(self) -> dict[str, Any]:
         return {"old_size": self.old_size, "new_size": self.new_size, "path": [_b64(p) for p in self.path]}
+
+    @classmethod
+    def from_dict(cls, data: object) -> ConsistencyProof:
+        """Parse a proof from JSON data; raises `InvalidProof` on any malformed field."""
+        if not isinstance(data, dict):
+            raise InvalidProof("proof is not a JSON object")
+        old, new, path = data.get("old_size"), data.get("new_size"), data.get("path")
+        if type(old) is not int or type(new) is not int:
+            raise InvalidProof("proof old_size and new_size must be integers")
+        if not isinstance(path, list):
+            raise InvalidProof("proof path must be a list")
+        return cls(old, new, tuple(_unb64(p, f"path[{i}]") for i, p in enumerate(path)))

@@ -53,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     p = sub("prove", "print an inclusion proof for one entry, or check one offline with --check", _prove)
     p.add_argument("--index", type=int, metavar="N", help="log index of the entry")
+    p.add_argument("--since", type=Path, metavar="FILE", help="prove the log extends this kept checkpoint")
     p.add_argument("--check", type=Path, metavar="FILE", help="verify a proof file produced by 'audit prove'")
     p.add_argument("--public-key", type=Path, metavar="FILE", help="PEM public key(s) to trust when checking")
 
@@ -160,8 +161,10 @@ def _verify(args: argparse.Namespace) -> int:
 def _prove(args: argparse.Namespace) -> int:
     if args.check is not None:
         return _check_proof(args.check, args.public_key)
+    if args.since is not None:
+        return _prove_since(args)
     if args.index is None:
-        raise CliError("audit prove needs --index N (or --check FILE)")
+        raise CliError("audit prove needs --index N, --since FILE or --check FILE")
     from cisora_mesh.audit import AuditError
 
     with _open(args) as store:
@@ -180,6 +183,45 @@ def _prove(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prove_since(args: argparse.Namespace) -> int:
+    """RFC 9162 consistency proof from a checkpoint the auditor kept to the newest one."""
+    from cisora_mesh.audit import AuditError, VerificationError
+    from cisora_mesh.audit import checkpoint as cpmod
+
+    with _open(args) as store:
+        try:
+            old = cpmod.verify(cpmod.parse(_read_text(args.since)), store.public_keys(), origin=store.origin)
+            if old.size > store.size():
+                raise VerificationError(f"the log holds {store.size()} entries, fewer than the kept {old.size}")
+            # Prove up to the whole log as it is now (signing a checkpoint of the head if the newest one is older),
+            # so every stored entry after the kept checkpoint is covered.
+            latest = store.latest_checkpoint()
+            new = latest if latest is not None and latest.size == store.size() else store.checkpoint()
+            proof = store.consistency_proof(old.size, new.size) if old.size else None
+            if proof is not None:
+                proof.verify(old.root, new.root)  # fails if the log was rewritten since the kept checkpoint
+        except AuditError as exc:
+            raise CliError(f"{args.since}: no proof that the log extends this checkpoint: {exc}", exit_code=1) from None
+    if proof is None:
+        raise CliError("a checkpoint of the empty log needs no proof: every log extends it")
+    _emit({**proof.to_dict(), "old_checkpoint": _read_text(args.since), "checkpoint": new.text})
+    return 0
+
+
+def _check_consistency(data: dict[str, Any], keys: Mapping[str, Ed25519PublicKey]) -> int:
+    from cisora_mesh.audit import ConsistencyProof, VerificationError
+    from cisora_mesh.audit import checkpoint as cpmod
+
+    proof = ConsistencyProof.from_dict(data)
+    old = cpmod.verify(cpmod.parse(data.get("old_checkpoint")), keys)
+    new = cpmod.verify(cpmod.parse(data.get("checkpoint")), keys, origin=old.origin)
+    if (old.size, new.size) != (proof.old_size, proof.new_size):
+        raise VerificationError("proof sizes differ from the checkpoints' sizes")
+    proof.verify(old.root, new.root)
+    _emit({"valid": True, "old_size": old.size, "new_size": new.size, "origin": new.origin})
+    return 0
+
+
 def _check_proof(path: Path, key_path: Path | None) -> int:
     from cisora_mesh.audit import InclusionProof, VerificationError
     from cisora_mesh.audit import checkpoint as cpmod
@@ -191,6 +233,8 @@ def _check_proof(path: Path, key_path: Path | None) -> int:
     except json.JSONDecodeError:
         raise CliError(f"{path}: malformed proof (not JSON)", exit_code=1) from None
     try:
+        if isinstance(data, dict) and "old_size" in data:
+            return _check_consistency(data, keys)
         proof = InclusionProof.from_dict(data)
         signed = cpmod.parse(data.get("checkpoint"))
         cp = cpmod.verify(signed, keys)

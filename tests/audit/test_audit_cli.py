@@ -200,3 +200,68 @@ def test_verify_an_export_file_offline(data_dir: Path, tmp_path: Path, capsys: p
     _one_line(capsys.readouterr().err)
     assert run(["audit", "verify", "--export", str(tmp_path / "none.jsonl"), "--public-key", str(key_file)]) == 2
     _one_line(capsys.readouterr().err)
+
+
+def test_consistency_proof_since_a_kept_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from audit_testutil import rewrite_suffix
+    from test_audit_tamper_sqlite import SqliteRaw
+
+    home = tmp_path / "home"
+    with open_store(None, data_dir=home, checkpoint_every=1000) as store:
+        store.append_many([make_record(i) for i in range(11)])
+    assert run(["audit", "checkpoint", "--data-dir", str(home)]) == 0
+    kept = tmp_path / "kept.txt"
+    kept.write_text(capsys.readouterr().out)
+    with open_store(None, data_dir=home, checkpoint_every=1000) as store:
+        store.append_many([make_record(i) for i in range(11, 40)])
+    run(["audit", "public-key", "--data-dir", str(home)])
+    key_file = tmp_path / "k.pub"
+    key_file.write_text(capsys.readouterr().out)
+
+    assert run(["audit", "prove", "--since", str(kept), "--data-dir", str(home)]) == 0
+    proof = json.loads(capsys.readouterr().out)
+    assert (proof["old_size"], proof["new_size"]) == (11, 40)
+    proof_file = tmp_path / "consistency.json"
+    proof_file.write_text(json.dumps(proof))
+    assert run(["audit", "prove", "--check", str(proof_file), "--public-key", str(key_file)]) == 0
+    assert json.loads(capsys.readouterr().out)["valid"] is True
+    for name, bad in {
+        "bit-flip": {
+            **proof,
+            "path": [
+                proof["path"][0].replace(proof["path"][0][0], "A" if proof["path"][0][0] != "A" else "B", 1),
+                *proof["path"][1:],
+            ],
+        },
+        "size": {**proof, "old_size": 12},
+        "no-old-checkpoint": {k: v for k, v in proof.items() if k != "old_checkpoint"},
+        "path-not-list": {**proof, "path": "x"},
+    }.items():
+        bad_file = tmp_path / f"{name}.json"
+        bad_file.write_text(json.dumps(bad))
+        assert run(["audit", "prove", "--check", str(bad_file), "--public-key", str(key_file)]) == 1, name
+        _one_line(capsys.readouterr().err)
+
+    # Rewrite entries 13.. consistently (chain, leaves, head): the newest signed checkpoint (40) no longer
+    # matches the stored leaves, so no proof can be produced.
+    with open_store(None, data_dir=home, checkpoint_every=1000, checkpoint_on_close=False) as store:
+        raw = SqliteRaw(home / "audit.db")
+        try:
+            rewrite_suffix(raw, store)
+        finally:
+            raw.conn.close()
+    assert run(["audit", "prove", "--since", str(kept), "--data-dir", str(home)]) == 1
+    _one_line(capsys.readouterr().err)
+    raw = SqliteRaw(home / "audit.db")
+    try:
+        raw.execute("DELETE FROM checkpoints WHERE size > 11")
+        entry = raw.query("SELECT entry FROM entries WHERE idx = 3")[0][0]
+        from cisora_mesh.audit.merkle import leaf_hash
+
+        changed = bytes(entry).replace(b"agent-0", b"agent-2")
+        raw.execute("UPDATE entries SET entry = ?, leaf_hash = ? WHERE idx = 3", (changed, leaf_hash(changed)))
+    finally:
+        raw.conn.close()
+    # Entry 3 is inside the kept range: the stored leaves no longer give the kept root.
+    assert run(["audit", "prove", "--since", str(kept), "--data-dir", str(home)]) == 1
+    _one_line(capsys.readouterr().err)
