@@ -20,8 +20,10 @@ def make_record(i: int, tenant: str = "acme") -> AuditRecord:
 
 # --- tampering, shared by the SQLite and PostgreSQL tests ---------------------------------------------------
 
+import sqlite3  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
 from typing import Any, Protocol  # noqa: E402
 
 import msgspec  # noqa: E402
@@ -41,6 +43,17 @@ class RawDb(Protocol):
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]: ...
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None: ...
+
+
+class SqliteRaw:
+    def __init__(self, path: Path) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None)
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return self.conn.execute(sql, params).fetchall()
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        self.conn.execute(sql, params)
 
 
 def _entry(db: RawDb, idx: int) -> bytes:

@@ -203,8 +203,7 @@ def test_verify_an_export_file_offline(data_dir: Path, tmp_path: Path, capsys: p
 
 
 def test_consistency_proof_since_a_kept_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from audit_testutil import rewrite_suffix
-    from test_audit_tamper_sqlite import SqliteRaw
+    from audit_testutil import SqliteRaw, rewrite_suffix
 
     home = tmp_path / "home"
     with open_store(None, data_dir=home, checkpoint_every=1000) as store:

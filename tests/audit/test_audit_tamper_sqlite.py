@@ -1,24 +1,11 @@
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
-from typing import Any
 
 import pytest
-from audit_testutil import TAMPER_CASES, TamperCase, check_detected, fill
+from audit_testutil import TAMPER_CASES, SqliteRaw, TamperCase, check_detected, fill
 
 from cisora_mesh.audit import open_store
-
-
-class SqliteRaw:
-    def __init__(self, path: Path) -> None:
-        self.conn = sqlite3.connect(path, isolation_level=None)
-
-    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        return self.conn.execute(sql, params).fetchall()
-
-    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
-        self.conn.execute(sql, params)
 
 
 @pytest.mark.parametrize("case", TAMPER_CASES, ids=lambda c: c.name)
