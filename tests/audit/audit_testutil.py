@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from cisora_mesh.audit import AuditRecord
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import msgspec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from cisora_mesh.audit import AuditRecord, AuditStore
+from cisora_mesh.audit import checkpoint as cpmod
+from cisora_mesh.audit.merkle import CompactRange, leaf_hash
+from cisora_mesh.audit.record import encode_entry, entry_decoder
 
 
 def make_record(i: int, tenant: str = "acme") -> AuditRecord:
@@ -20,19 +32,6 @@ def make_record(i: int, tenant: str = "acme") -> AuditRecord:
 
 # --- tampering, shared by the SQLite and PostgreSQL tests ---------------------------------------------------
 
-import sqlite3  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any, Protocol  # noqa: E402
-
-import msgspec  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
-
-from cisora_mesh.audit import AuditStore  # noqa: E402
-from cisora_mesh.audit import checkpoint as cpmod  # noqa: E402
-from cisora_mesh.audit.merkle import CompactRange, leaf_hash  # noqa: E402
-from cisora_mesh.audit.record import encode_entry, entry_decoder  # noqa: E402
 
 LOG_SIZE = 35  # checkpoints every 10: signed sizes 10, 20, 30; entries 30..34 are the unsigned tail
 
