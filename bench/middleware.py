@@ -52,8 +52,9 @@ def build_app(kind: str) -> object:
         from cisora_mesh.mesh import Mesh
         from cisora_mesh.policy import starter_pack
 
-        options = {"scan_responses": kind == "mesh"}
-        middleware.append(Middleware(CisoraMiddleware, mesh=Mesh(), policy=starter_pack(), **options))
+        middleware.append(
+            Middleware(CisoraMiddleware, mesh=Mesh(), policy=starter_pack(), scan_responses=kind == "mesh")
+        )
     return Starlette(routes=[Route("/hello", hello, methods=["POST"])], middleware=middleware)
 
 

@@ -185,7 +185,7 @@ class _Compiler:
         value = self.check_types(node, spec)
         index = self.slot(spec)
         if node.op is Op.REGEX:
-            cond = self.regex(node, spec, index, str(value))
+            cond = self.regex(node, index, str(value))
         else:
             fast = _fast_path(node.op, value, spec, index)
             if fast is not None:
@@ -218,7 +218,7 @@ class _Compiler:
             return test_any
         return lambda v: positive(v[index])
 
-    def regex(self, node: Compare, spec: FieldSpec, index: int, pattern: str) -> Cond:
+    def regex(self, node: Compare, index: int, pattern: str) -> Cond:
         # Validate alone (RE2 syntax, size, empty match) for a precise error; match through the field's group:
         # one RE2 set pass per distinct value answers every regex rule on that field at once.
         try:

@@ -298,3 +298,14 @@ def test_policy_mesh_audits_the_enforced_decision() -> None:
     assert "rule:STARTER-TOOL-001@1" in decision.policy_ids
     plain = PolicyMesh(Mesh(audit=sink)).evaluate(ModelInput(text="hello"))
     assert plain.verdict is Verdict.ALLOW
+
+
+def test_documentation_examples_compile() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "policy-language.md").read_text(encoding="utf-8")
+    blocks = [b.split("\n", 1)[1] for b in doc.split("```")[1::2]]
+    policies = [b for b in blocks if "rule " in b and "policy    =" not in b]
+    assert len(policies) == 2
+    for text in policies:
+        assert PolicyEngine.from_text(text).rules
