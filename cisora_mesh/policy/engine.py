@@ -96,10 +96,11 @@ class RuleMatch:
     action: Action
     category: str
     severity: Severity
+    ref: str = ""  # "rule:<id>@<version>", what Decision.policy_ids records
 
-    @property
-    def ref(self) -> str:
-        return f"rule:{self.rule_id}@{self.version}"
+    def __post_init__(self) -> None:
+        if not self.ref:
+            object.__setattr__(self, "ref", f"rule:{self.rule_id}@{self.version}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +123,8 @@ class PolicyResult:
     @property
     def policy_ids(self) -> tuple[str, ...]:
         """What a `Decision.policy_ids` records: the policy version, then each matched rule and its version."""
-        return (f"policy:{self.policy}@{self.version}", *(m.ref for m in self.matched))
+        head = f"policy:{self.policy}@{self.version}"
+        return (head, *(m.ref for m in self.matched)) if self.matched else (head,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -481,6 +483,7 @@ class PolicyEngine:
         self._getters = compiler.getters
         self._groups = dict(compiler.regex_groups)
         self._by_surfaces: dict[frozenset[str], _Plan] = {}
+        self._nothing = PolicyResult(policy=self.name, version=self.version, matched=(), action=None)
 
     @classmethod
     def from_text(cls, text: str, *, name: str = "<policy>") -> PolicyEngine:
@@ -558,7 +561,11 @@ class PolicyEngine:
                     if hit:
                         reached.update(hit)
             order = sorted(reached)  # source order: results list rules as they appear in the policy
+        if not order:
+            return self._nothing
         rules = self._rules
         matched = [rules[i].match for i in order if rules[i].cond(values)]
+        if not matched:
+            return self._nothing
         action = max((m.action for m in matched), key=_ACTION_RANK.__getitem__, default=None)
         return PolicyResult(policy=self.name, version=self.version, matched=tuple(matched), action=action)
