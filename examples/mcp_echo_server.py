@@ -28,7 +28,7 @@ from mcp.server.mcpserver import Context, Elicit, Resolve  # noqa: E402
 
 VARIANT = os.environ.get("MCP_ECHO_VARIANT", "")
 # Not a real credential: only shaped like a GitHub personal access token, so DLP recognises it.
-FAKE_SECRET = "ghp_abcdefghijklmnopqrstuvwxyz0123456789"  # noqa: S105 - fake, see above
+FAKE_SECRET = "ghp_R2fq8ZkL0xWm3VtN7bYp4JcH1sDg6uQe9AoK"  # noqa: S105 - fake, see above
 
 mcp = MCPServer(
     "cisora-echo",

@@ -123,7 +123,9 @@ class Inspector:
 
     async def evaluate(self, event: McpMessage) -> Decision:
         if self._threaded:
-            return await anyio.to_thread.run_sync(self.mesh.evaluate, event)
+            # Inline stages on the loop; the durable audit commit is awaited as a future (no thread hop), so
+            # concurrent decisions share one group commit.
+            return await self.mesh.aevaluate(event)
         return self.mesh.evaluate(event)
 
     def _event(self, direction: Direction, method: str, server: str | None, tool: str | None, **kw: Any) -> McpMessage:

@@ -16,6 +16,7 @@ import base64
 import hashlib
 import os
 import re
+import secrets
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -130,6 +131,25 @@ class KeyRing:
         path = self._pub_path(key_id(key))
         if not path.exists():
             _write_new(path, public_pem(key), 0o644)
+
+    def digest_key(self) -> bytes:
+        """The data directory's secret key for content digests (created on first use, 0600).
+
+        Records carry HMAC-SHA256 digests of the inspected texts under this key instead of plain SHA-256: a plain
+        hash of a low-entropy text (an SSN, a short password) can be reversed by guessing, a keyed one cannot
+        without the key. Verifying the log never needs it; matching a known text to a record does.
+        """
+        path = self.directory / "content-digest.key"
+        if not path.exists():
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _write_new(path, secrets.token_bytes(32), 0o600)
+        try:
+            key = path.read_bytes()
+        except OSError as exc:
+            raise AuditKeyError(f"{path}: cannot read digest key ({exc.strerror})") from None
+        if len(key) != 32:
+            raise AuditKeyError(f"{path}: malformed digest key")
+        return key
 
     def current_key_id(self) -> str:
         return key_id(self.signing_key().public_key())

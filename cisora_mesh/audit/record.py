@@ -14,6 +14,7 @@ them, so adding a field later (with a default, per msgspec's schema-evolution ru
 from __future__ import annotations
 
 import hashlib
+import hmac
 import time
 from typing import Final
 
@@ -37,8 +38,16 @@ def score_band(score: float) -> str:
     return "high"
 
 
-def content_digest(text: str) -> str:
-    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+def content_digest(text: str, key: bytes | None = None) -> str:
+    """A digest that identifies `text` without revealing it: HMAC-SHA256 (RFC 2104) under the store's key.
+
+    Without a key (library callers that build records by hand) it falls back to plain SHA-256, which is only safe
+    for high-entropy texts: a short secret's plain hash can be found by guessing.
+    """
+    data = text.encode("utf-8", "surrogatepass")
+    if key is None:
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+    return "hmac-sha256:" + hmac.new(key, data, hashlib.sha256).hexdigest()
 
 
 class FindingSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -82,7 +91,9 @@ class AuditRecord(msgspec.Struct, frozen=True, kw_only=True):
         return _encoder.encode(self)
 
     @classmethod
-    def from_decision(cls, decision: Decision, event: Event, *, policy_version: str | None = None) -> AuditRecord:
+    def from_decision(
+        cls, decision: Decision, event: Event, *, policy_version: str | None = None, digest_key: bytes | None = None
+    ) -> AuditRecord:
         subject = decision.subject
         return cls(
             kind="decision",
@@ -108,7 +119,7 @@ class AuditRecord(msgspec.Struct, frozen=True, kw_only=True):
                 for f in decision.findings
             ),
             score_band=score_band(decision.score),
-            content_digests=tuple(content_digest(c.text) for c in event.contents()),
+            content_digests=tuple(content_digest(c.text, digest_key) for c in event.contents()),
             trace_id=decision.trace_id or event.trace_id,
             at_ms=int(event.at * 1000) if event.at else time.time_ns() // 1_000_000,
         )

@@ -73,6 +73,7 @@ class AuditStore:
         self._backend = backend
         self._checkpoint_on_close = checkpoint_on_close
         self._keys = keyring
+        self._digest_key: bytes | None = None
         self._every = checkpoint_every if checkpoint_every and checkpoint_every > 0 else None
         self._interval = checkpoint_interval
         self.log_id = backend.setup()
@@ -118,7 +119,27 @@ class AuditStore:
         return self.append_many((record,))[0]
 
     def append_decision(self, decision: Decision, event: Event, *, policy_version: str | None = None) -> int:
-        return self.append_record(AuditRecord.from_decision(decision, event, policy_version=policy_version))
+        return self.append_record(self._decision_record(decision, event, policy_version))
+
+    def submit_decision(self, decision: Decision, event: Event) -> Future[int]:
+        """Enqueue a decision; the future resolves to its index once durable (async callers await it)."""
+        batch = self.submit((self._decision_record(decision, event, None),))
+        single: Future[int] = Future()
+
+        def _done(done: Future[list[int]]) -> None:
+            error = done.exception()
+            if error is not None:
+                single.set_exception(error)
+            else:
+                single.set_result(done.result()[0])
+
+        batch.add_done_callback(_done)
+        return single
+
+    def _decision_record(self, decision: Decision, event: Event, policy_version: str | None) -> AuditRecord:
+        if self._digest_key is None:
+            self._digest_key = self._keys.digest_key()
+        return AuditRecord.from_decision(decision, event, policy_version=policy_version, digest_key=self._digest_key)
 
     def append_transition(
         self,

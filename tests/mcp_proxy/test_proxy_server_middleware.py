@@ -48,7 +48,7 @@ async def test_guard_inspects_in_process(mode: str) -> None:
     async with Client(_server(Mesh()), mode=mode) as client:  # type: ignore[arg-type]
         names = {t.name for t in (await client.list_tools()).tools}
         assert "echo" in names and "add" not in names
-        redacted = await client.call_tool("echo", {"text": "key ghp_abcdefghijklmnopqrstuvwxyz0123456789"})
+        redacted = await client.call_tool("echo", {"text": "key ghp_R2fq8ZkL0xWm3VtN7bYp4JcH1sDg6uQe9AoK"})
         assert _text(redacted) == "key [REDACTED:GITHUB_TOKEN]"
         withheld = await client.call_tool("fetch_page", {"url": "x"})
         assert withheld.is_error and "withheld by policy" in _text(withheld)
@@ -58,6 +58,6 @@ async def test_guard_blocks_with_problem_data() -> None:
     config = MeshConfig.model_validate({"detection": {"dlp": {"action": "block"}}})
     async with Client(_server(Mesh(config)), mode="legacy") as client:
         with pytest.raises(MCPError) as err:
-            await client.call_tool("echo", {"text": "key ghp_abcdefghijklmnopqrstuvwxyz0123456789"})
+            await client.call_tool("echo", {"text": "key ghp_R2fq8ZkL0xWm3VtN7bYp4JcH1sDg6uQe9AoK"})
     assert err.value.error.code == -32010
     assert err.value.error.data["type"] == "urn:cisora:problem:policy-denied"

@@ -52,7 +52,7 @@ async def test_forwarding_and_inspection_both_eras(mode: str, tmp_path: Path) ->
             assert "ghp_" not in _text(leaked) and "[REDACTED:GITHUB_TOKEN]" in _text(leaked)
 
             # A secret exfiltrated into a call's arguments is redacted before the server sees it.
-            echoed = await client.call_tool("echo", {"text": "token ghp_abcdefghijklmnopqrstuvwxyz0123456789"})
+            echoed = await client.call_tool("echo", {"text": "token ghp_R2fq8ZkL0xWm3VtN7bYp4JcH1sDg6uQe9AoK"})
             assert _text(echoed) == "token [REDACTED:GITHUB_TOKEN]"
 
             # Progress and elicitation (a server request in legacy, an input_required round in 2026-07-28).
@@ -83,7 +83,7 @@ async def test_blocked_call_carries_problem_data(tmp_path: Path) -> None:
     config.write_text('[detection.dlp]\naction = "block"\n')
     async with Client(proxy_params(tmp_path / "home", "--config", str(config)), mode="legacy") as client:
         with pytest.raises(MCPError) as err:
-            await client.call_tool("echo", {"text": "token ghp_abcdefghijklmnopqrstuvwxyz0123456789"})
+            await client.call_tool("echo", {"text": "token ghp_R2fq8ZkL0xWm3VtN7bYp4JcH1sDg6uQe9AoK"})
     assert err.value.error.code == -32010
     data = err.value.error.data
     assert data["type"] == "urn:cisora:problem:policy-denied"
