@@ -64,6 +64,48 @@ def serve(kind: str, port: int) -> None:
     uvicorn.run(build_app(kind), host="127.0.0.1", port=port, log_level="error", access_log=False)  # type: ignore[arg-type]
 
 
+def in_process(kind: str, n: int = 3000) -> float:
+    """Mean microseconds per request calling the ASGI app directly (no network, no client): the CPU cost."""
+    import asyncio
+
+    import msgspec
+
+    body = msgspec.json.encode(BODY)
+    app = build_app(kind)
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "path": "/hello",
+        "raw_path": b"/hello",
+        "query_string": b"",
+        "root_path": "",
+        "scheme": "http",
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 1),
+        "headers": [(b"host", b"x"), (b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))],
+    }
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: object) -> None:
+        return None
+
+    async def run(count: int) -> float:
+        start = time.perf_counter()
+        for _ in range(count):
+            await app(scope, receive, send)  # type: ignore[operator]
+        return (time.perf_counter() - start) / count * 1e6
+
+    async def best() -> float:
+        await run(300)
+        return min([await run(n) for _ in range(3)])
+
+    return asyncio.run(best())
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -132,6 +174,12 @@ def main() -> None:
         rps = len(samples) / elapsed[kind]
         print(f"{LABELS[kind]:<34} {rps:>7.0f} {p50:>8.0f} {percentile(samples, 0.99):>8.0f} {added:>16}")
     print("target: <= 15% added p50 latency (requests and responses scanned, inline stages on)")
+    print()
+    print(f"{'in-process (no network)':<34} {'us/req':>7} {'added':>8}")
+    bare = in_process("plain")
+    for kind, label in LABELS.items():
+        cost = bare if kind == "plain" else in_process(kind)
+        print(f"{label:<34} {cost:>7.1f} {'' if kind == 'plain' else f'{cost - bare:+.1f}':>8}")
 
 
 if __name__ == "__main__":
