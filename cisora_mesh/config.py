@@ -103,6 +103,9 @@ class TenantSettings(_Model):
 class AuditSettings(_Model):
     store: str | None = None  # sqlite:///path or postgresql://...; default: <data_dir>/audit.db
     checkpoint_every: Annotated[int, Field(ge=1)] = 1000
+    # "preventive": block/review/redact decisions are durable before they are enforced; allow decisions are
+    # committed in the background (they change nothing on the wire). "all": every decision waits for its commit.
+    durable_before: Literal["preventive", "all"] = "preventive"
 
 
 class MeshConfig(_Model):

@@ -24,7 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 import anyio.to_thread
 
 from cisora_mesh.config import MeshConfig, TenantPolicy
-from cisora_mesh.events import Decision, Event
+from cisora_mesh.events import Decision, Event, Verdict
 from cisora_mesh.pipeline.base import ScanContext, Stage
 from cisora_mesh.pipeline.runner import Pipeline, decide, run_stages
 
@@ -88,6 +88,8 @@ class Mesh:
         self._policies: dict[str, TenantPolicy] = {}
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
+        self._pending: set[Future[Any]] = set()
+        self.audit_failures = 0  # background (allow) records that could not be committed
 
     def policy_for(self, tenant: str) -> TenantPolicy:
         policy = self._policies.get(tenant)
@@ -122,10 +124,12 @@ class Mesh:
         ctx, decision = self._decide(event, full=False)
         if self.audit is not None:
             submit = getattr(self.audit, "submit_decision", None)
-            if submit is not None:
+            if submit is None:
+                await anyio.to_thread.run_sync(self.audit.append_decision, decision, event)
+            elif self._waits_for(decision):
                 await _wait(submit(decision, event))
             else:
-                await anyio.to_thread.run_sync(self.audit.append_decision, decision, event)
+                self._track(submit(decision, event))
         self._after(ctx, decision, event, full=False)
         return decision
 
@@ -141,13 +145,47 @@ class Mesh:
             self._schedule(ctx, decision, event)
 
     def close(self) -> None:
+        """Wait for background work: async stages, and audit records still being committed."""
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
+        self.flush()
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Block until every audit record submitted so far is durable (or has failed, which was logged)."""
+        with self._lock:
+            pending = list(self._pending)
+        for future in pending:
+            future.exception(timeout=timeout)
+
+    def _waits_for(self, decision: Decision) -> bool:
+        # Preventive decisions (anything but allow) are always durable before the caller enforces them. An allow
+        # changes nothing on the wire, so by default its record commits in the background (group commit) while
+        # the message flows; `audit.durable_before = "all"` makes allows wait too.
+        return decision.verdict is not Verdict.ALLOW or self.config.audit.durable_before == "all"
 
     def _record(self, decision: Decision, event: Event) -> None:
-        if self.audit is not None:
+        if self.audit is None:
+            return
+        submit = getattr(self.audit, "submit_decision", None)
+        if submit is not None and not self._waits_for(decision):
+            self._track(submit(decision, event))
+        else:
             self.audit.append_decision(decision, event)
+
+    def _track(self, future: Future[Any]) -> None:
+        with self._lock:
+            self._pending.add(future)
+        future.add_done_callback(self._settled)
+
+    def _settled(self, future: Future[Any]) -> None:
+        with self._lock:
+            self._pending.discard(future)
+        error = future.exception()
+        if error is not None:
+            # The type only: store errors can name paths but never payloads; the count makes the loss visible.
+            self.audit_failures += 1
+            logger.error("background audit append failed (%s)", type(error).__name__)
 
     def _schedule(self, ctx: ScanContext, inline: Decision, event: Event) -> Future[None]:
         if self._executor is None:

@@ -49,6 +49,9 @@ disabled_rules = []
 # Default: SQLite at <data_dir>/audit.db. For many replicas: "postgresql://user@host/db".
 # store = "sqlite:///path/to/audit.db"
 checkpoint_every = 1000
+# "preventive": block/review/redact decisions are durable before they are enforced, allow decisions commit in
+# the background (they change nothing on the wire); "all": every decision waits for its commit.
+durable_before = "preventive"
 
 # Per-tenant overrides; unset sections inherit [detection].
 # [[tenants]]

@@ -225,5 +225,67 @@ async def test_aevaluate_propagates_an_audit_failure() -> None:
             future.set_exception(OSError("disk full"))
             return future
 
-    with pytest.raises(OSError, match="disk full"):
-        await mesh(ScoreStage(), audit=FailingSink()).aevaluate(ModelInput(text="p=0.1"))
+    with pytest.raises(OSError, match="disk full"):  # a block must be durable before it is returned
+        await mesh(ScoreStage(), audit=FailingSink()).aevaluate(ModelInput(text="p=0.9"))
+
+
+class DelayedSink(RecordingSink):
+    """Commits each record 0.2 s after it is submitted, like a slow disk."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.futures: list[object] = []
+
+    def submit_decision(self, decision: Decision, event: Event):  # type: ignore[no-untyped-def]
+        from concurrent.futures import Future
+
+        future: Future[int] = Future()
+        self.futures.append(future)
+        self.records.append((decision, event))
+        threading.Timer(0.2, future.set_result, args=(len(self.records) - 1,)).start()
+        return future
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+async def test_preventive_decisions_wait_for_durability_allows_do_not(asynchronous: bool) -> None:
+    sink = DelayedSink()
+    m = mesh(ScoreStage(), audit=sink)
+
+    async def run(text: str) -> Decision:
+        return await m.aevaluate(ModelInput(text=text)) if asynchronous else m.evaluate(ModelInput(text=text))
+
+    blocked = await run("p=0.9")
+    assert blocked.verdict is Verdict.BLOCK
+    assert len(sink.records) == 1
+    assert all(f.done() for f in sink.futures)  # type: ignore[attr-defined]  # durable before returning
+    allowed = await run("p=0.1")
+    assert allowed.verdict is Verdict.ALLOW
+    assert not sink.futures[-1].done()  # type: ignore[attr-defined]  # forwarded while its record commits
+    m.close()  # close() flushes: nothing submitted is left behind
+    assert sink.futures[-1].done()  # type: ignore[attr-defined]
+
+
+def test_durable_before_all_makes_allows_wait_too() -> None:
+    sink = DelayedSink()
+    config = MeshConfig.model_validate({"audit": {"durable_before": "all"}})
+    m = mesh(ScoreStage(), audit=sink, config=config)
+    m.evaluate(ModelInput(text="p=0.1"))
+    assert len(sink.futures) == 0  # the synchronous path used append_decision and returned after it
+    assert len(sink.records) == 1
+
+
+def test_failed_background_append_is_counted_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    from concurrent.futures import Future
+
+    class Failing(RecordingSink):
+        def submit_decision(self, decision: Decision, event: Event) -> Future[int]:
+            future: Future[int] = Future()
+            future.set_exception(OSError("disk full: /var/lib/x"))
+            return future
+
+    m = mesh(ScoreStage(), audit=Failing())
+    m.evaluate(ModelInput(text="p=0.1 secret words"))
+    m.close()
+    assert m.audit_failures == 1
+    assert "OSError" in caplog.text
+    assert "secret words" not in caplog.text
