@@ -108,9 +108,23 @@ class AuditSettings(_Model):
     durable_before: Literal["preventive", "all"] = "preventive"
 
 
+class PolicySettings(_Model):
+    """Rules applied after detection (docs/policy-language.md): a shipped pack or your own file, not both."""
+
+    pack: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")] | None = None
+    file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PolicySettings:
+        if self.pack is not None and self.file is not None:
+            raise ValueError("give either pack or file (copy the pack into your file to extend it)")
+        return self
+
+
 class MeshConfig(_Model):
     data_dir: Path | None = None
     detection: DetectionSettings = DetectionSettings()
+    policy: PolicySettings = PolicySettings()
     audit: AuditSettings = AuditSettings()
     tenants: tuple[TenantSettings, ...] = ()
 

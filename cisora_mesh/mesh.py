@@ -17,16 +17,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import anyio.to_thread
 
 from cisora_mesh.config import MeshConfig, TenantPolicy
+from cisora_mesh.errors import ConfigError
 from cisora_mesh.events import Decision, Event, Verdict
 from cisora_mesh.pipeline.base import ScanContext, Stage
 from cisora_mesh.pipeline.runner import Pipeline, decide, run_stages
+
+if TYPE_CHECKING:
+    from cisora_mesh.policy.engine import PolicyEngine
 
 logger = logging.getLogger("cisora_mesh")
 
@@ -47,6 +51,27 @@ class AsyncStage(Protocol):
     name: str
 
     def run(self, ctx: ScanContext) -> None: ...
+
+
+def _configured_policy(config: MeshConfig) -> PolicyEngine | None:
+    """The rule engine named by `[policy]`: a shipped pack or one policy file (copy a pack to extend it)."""
+    pack, path = config.policy.pack, config.policy.file
+    if pack is None and path is None:
+        return None
+    from cisora_mesh.policy.apply import load_pack
+    from cisora_mesh.policy.engine import PolicyEngine
+    from cisora_mesh.policy.errors import PolicySyntaxError
+
+    if pack is not None:
+        return load_pack(pack)
+    if path is None:
+        return None
+    try:
+        return PolicyEngine.from_text(path.read_text(encoding="utf-8"), name=str(path))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read policy file ({exc.strerror})") from None
+    except PolicySyntaxError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 async def _wait(future: Future[Any]) -> None:
@@ -79,8 +104,12 @@ class Mesh:
         stages: Sequence[Stage] | None = None,
         async_stages: Sequence[AsyncStage] = (),
         on_escalation: Callable[[Decision], None] | None = None,
+        policy: PolicyEngine | None = None,
     ) -> None:
         self.config = config or MeshConfig()
+        # Rules (policy/) run after the detectors and before the audit, so the recorded decision is the enforced
+        # one. An explicit engine wins over the config's `[policy]` pack and files.
+        self.policy_engine = policy if policy is not None else _configured_policy(self.config)
         self.audit = audit
         self.pipeline = Pipeline(stages if stages is not None else default_stages())
         self.async_stages: tuple[AsyncStage, ...] = tuple(async_stages)
@@ -101,13 +130,21 @@ class Mesh:
                     self._policies[tenant] = policy
         return policy
 
-    def evaluate(self, event: Event, *, full: bool = False) -> Decision:
+    def evaluate(
+        self,
+        event: Event,
+        *,
+        full: bool = False,
+        policy: PolicyEngine | None = None,
+        context: Mapping[str, object] | None = None,
+    ) -> Decision:
         """Evaluate `event` and return its (audited) decision.
 
         With `full=True` the async stages run synchronously before deciding; otherwise they are scheduled in the
-        background after the inline decision has been recorded.
+        background after the inline decision has been recorded. `policy` overrides the mesh's rule engine for
+        this call; `context` carries extra policy fields from the adapter (e.g. an approval id).
         """
-        ctx, decision = self._decide(event, full=full)
+        ctx, decision = self._decide(event, full=full, policy=policy, context=context)
         self._record(decision, event)
         self._after(ctx, decision, event, full=full)
         return decision
@@ -133,12 +170,31 @@ class Mesh:
         self._after(ctx, decision, event, full=False)
         return decision
 
-    def _decide(self, event: Event, *, full: bool) -> tuple[ScanContext, Decision]:
-        policy = self.policy_for(event.subject.tenant)
-        ctx, timings = self.pipeline.run(event, policy, full=full)
+    def _decide(
+        self,
+        event: Event,
+        *,
+        full: bool,
+        policy: PolicyEngine | None = None,
+        context: Mapping[str, object] | None = None,
+    ) -> tuple[ScanContext, Decision]:
+        tenant_policy = self.policy_for(event.subject.tenant)
+        ctx, timings = self.pipeline.run(event, tenant_policy, full=full)
         if full and self.async_stages:
             timings.extend(run_stages(self.async_stages, ctx))
-        return ctx, decide(ctx, timings, stages="full" if full else "inline")
+        decision = decide(ctx, timings, stages="full" if full else "inline")
+        return ctx, self._apply_rules(decision, event, policy or self.policy_engine, context)
+
+    @staticmethod
+    def _apply_rules(
+        decision: Decision, event: Event, engine: PolicyEngine | None, context: Mapping[str, object] | None
+    ) -> Decision:
+        if engine is None:
+            return decision
+        from cisora_mesh.policy.apply import apply_policy  # policy.apply builds on Mesh: import at use
+
+        # The event's own timestamp is the evaluation clock: the same event always gets the same answer.
+        return apply_policy(decision, event, engine, now=event.at, context=context)
 
     def _after(self, ctx: ScanContext, decision: Decision, event: Event, *, full: bool) -> None:
         if not full and self.async_stages:
@@ -196,7 +252,7 @@ class Mesh:
 
     def _follow_up(self, ctx: ScanContext, inline: Decision, event: Event) -> None:
         timings = list(inline.timings) + run_stages(self.async_stages, ctx)
-        follow_up = decide(ctx, timings, stages="full")
+        follow_up = self._apply_rules(decide(ctx, timings, stages="full"), event, self.policy_engine, None)
         if follow_up.verdict.rank <= inline.verdict.rank:
             return
         self._record(follow_up, event)

@@ -19,7 +19,6 @@ import msgspec
 from cisora_mesh.events import Decision, Event, Rewrite, Verdict
 from cisora_mesh.mesh import Mesh
 from cisora_mesh.pipeline.redaction import redact
-from cisora_mesh.pipeline.runner import decide
 from cisora_mesh.policy.engine import PolicyEngine, PolicyResult
 
 
@@ -80,28 +79,15 @@ def redaction_rewrites(decision: Decision, event: Event) -> tuple[Rewrite, ...]:
 
 
 class PolicyMesh:
-    """`Mesh` plus a policy engine: pipeline -> policy -> audit, in that order.
+    """A `Mesh` evaluated with a given rule engine (pipeline -> policy -> audit, in that order).
 
-    Async stages are not scheduled by this wrapper (they live behind `Mesh` internals); with async stages
-    configured, evaluation falls back to `Mesh.evaluate` and the policy-adjusted decision is audited as a second
-    record. The proposed `Mesh(policy_engine=...)` hook removes that limitation.
+    Adapters that receive a mesh and a policy separately (the ASGI middleware) use this instead of changing the
+    caller's mesh; it forwards to `Mesh.evaluate(..., policy=...)`, so async stages and audit behave as usual.
     """
 
     def __init__(self, mesh: Mesh, engine: PolicyEngine | None = None) -> None:
         self.mesh = mesh
         self.engine = engine
 
-    def evaluate(
-        self, event: Event, *, now: datetime | float | None = None, context: Mapping[str, object] | None = None
-    ) -> Decision:
-        if self.engine is None:
-            return self.mesh.evaluate(event)
-        if self.mesh.async_stages:
-            decision = apply_policy(self.mesh.evaluate(event), event, self.engine, now=now, context=context)
-        else:
-            policy = self.mesh.policy_for(event.subject.tenant)
-            ctx, timings = self.mesh.pipeline.run(event, policy)
-            decision = apply_policy(decide(ctx, timings), event, self.engine, now=now, context=context)
-        if self.mesh.audit is not None:
-            self.mesh.audit.append_decision(decision, event)
-        return decision
+    def evaluate(self, event: Event, *, context: Mapping[str, object] | None = None) -> Decision:
+        return self.mesh.evaluate(event, policy=self.engine, context=context)

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import msgspec
 import pytest
 
 from cisora_mesh.config import FailMode, MeshConfig
@@ -289,3 +291,37 @@ def test_failed_background_append_is_counted_and_logged(caplog: pytest.LogCaptur
     assert m.audit_failures == 1
     assert "OSError" in caplog.text
     assert "secret words" not in caplog.text
+
+
+def test_policy_rules_apply_before_the_audit(tmp_path: Path) -> None:
+    from cisora_mesh.events import Direction, McpMessage
+
+    policy = tmp_path / "rules.policy"
+    policy.write_text(
+        'policy "t" version "7"\n'
+        "rule T-1 category destructive severity high version 2\n"
+        '  block tool_call when tool.name matches "delete_*" and subject.roles not in ["admin"]\n'
+    )
+    sink = RecordingSink()
+    m = Mesh(MeshConfig.model_validate({"policy": {"file": str(policy)}}), audit=sink)
+    call = McpMessage(direction=Direction.OUTBOUND, method="tools/call", tool="delete_repo", params={"name": "x"})
+    decision = m.evaluate(call)
+    assert decision.verdict is Verdict.BLOCK
+    assert "T-1" in " ".join(decision.policy_ids)
+    assert sink.records[0][0] is decision  # the recorded decision is the enforced one
+    admin = msgspec.structs.replace(call, subject=Subject(roles=("admin",)))
+    assert m.evaluate(admin).verdict is Verdict.ALLOW
+
+
+def test_policy_config_errors_are_config_errors(tmp_path: Path) -> None:
+    from cisora_mesh.errors import ConfigError
+
+    bad = tmp_path / "bad.policy"
+    bad.write_text('policy "t" version "1"\nrule X block tool_call when tool.name =! "x"\n')
+    with pytest.raises(ConfigError, match=r"bad\.policy"):
+        Mesh(MeshConfig.model_validate({"policy": {"file": str(bad)}}))
+    with pytest.raises(ConfigError, match="cannot read"):
+        Mesh(MeshConfig.model_validate({"policy": {"file": str(tmp_path / "absent.policy")}}))
+    with pytest.raises(ValueError, match="either pack or file"):
+        MeshConfig.model_validate({"policy": {"pack": "starter", "file": str(bad)}})
+    assert Mesh(MeshConfig.model_validate({"policy": {"pack": "starter"}})).policy_engine is not None
