@@ -146,18 +146,20 @@ class Windows:
     x: Array  # (n, 384 + len(KINDS))
     record: npt.NDArray[np.int64]  # record index of each window
     known: npt.NDArray[np.int8]  # 1 known positive, 0 known negative, -1 unknown (window of a positive record)
+    sentence: npt.NDArray[np.bool_]  # a sentence segment of prose (not the whole text, not a tool field)
 
 
 def windows(records: list[Record], cache: Cache) -> Windows:
     texts = [s for r in records for s in r.segments]
     vectors = iter(cache.get_many(texts))
-    xs, rec_idx, known = [], [], []
+    xs, rec_idx, known, sentence = [], [], [], []
     for i, r in enumerate(records):
         kind = kind_features(r.kind)
         for j, _ in enumerate(r.segments):
             v = next(vectors)
             xs.append(np.hstack([v, np.repeat(kind[None, :], len(v), axis=0)]))
             rec_idx += [i] * len(v)
+            sentence += [j > 0 and r.kind != "tool_description"] * len(v)
             if r.label == 0:
                 known += [0] * len(v)
             elif r.seg_positive:
@@ -166,7 +168,9 @@ def windows(records: list[Record], cache: Cache) -> Windows:
                 known += ([-1] * len(v)) if r.seg_positive[j] else ([0] * len(v))
             else:
                 known += [-1] * len(v)
-    return Windows(np.vstack(xs).astype(np.float32), np.array(rec_idx), np.array(known, dtype=np.int8))
+    return Windows(
+        np.vstack(xs).astype(np.float32), np.array(rec_idx), np.array(known, dtype=np.int8), np.array(sentence)
+    )
 
 
 def record_scores(head: Head, w: Windows, n: int) -> npt.NDArray[np.float64]:
@@ -228,19 +232,27 @@ def train(records: list[Record], w: Windows, train_mask: npt.NDArray[np.bool_], 
     labels = np.array([r.label for r in records], dtype=np.float32)
     win_train = train_mask[w.record]
     known = near_duplicates_benign(w, win_train)
-    w = Windows(w.x, w.record, known)
-    # Round 1: every window of a positive record counts as positive, except fields known to be benign.
+    w = Windows(w.x, w.record, known, w.sentence)
+    # Round 1: every whole-text window and tool field of a positive record counts as positive, except those known
+    # to be benign; sentences of positive records wait for round 2 (most sentences of an attack are ordinary).
     y = np.where(w.known >= 0, w.known, labels[w.record]).astype(np.float32)
-    mask = win_train.copy()
+    mask = win_train & ~(w.sentence & (w.known < 0))
     head = Head.fit(
         w.x[mask], y[mask], sample_weights(records, w, mask, y)[mask], hidden=hidden, steps=steps, seed=SEED
     )
-    # Round 2: in positive records, keep windows the first head already finds attack-like (and the top one).
+    # Round 2: in positive records, keep whole-text windows and tool fields the first head already finds
+    # attack-like (and the record's top one), and only the single most attack-like SENTENCE: an attack text is
+    # mostly ordinary sentences, and labelling them all positive teaches the head to flag ordinary sentences
+    # everywhere (measured: FPR on benign prose x3 when every sentence of a positive record was positive).
     p = head.predict_features(w.x)
-    top = np.full(n, -1.0)
-    np.maximum.at(top, w.record, p)
     unknown = w.known < 0
-    keep = ~unknown | (p >= 0.5) | (p >= top[w.record] - 1e-9)
+    top = np.full(n, -1.0)
+    np.maximum.at(top, w.record[~w.sentence], p[~w.sentence])
+    top_sentence = np.full(n, -1.0)
+    np.maximum.at(top_sentence, w.record[w.sentence & unknown], p[w.sentence & unknown])
+    keep_whole = ~w.sentence & ((p >= 0.5) | (p >= top[w.record] - 1e-9))
+    keep_sentence = w.sentence & (p >= top_sentence[w.record] - 1e-9)
+    keep = ~unknown | keep_whole | keep_sentence
     mask = win_train & keep
     y = np.where(unknown, 1.0, y).astype(np.float32)
     return Head.fit(
@@ -293,6 +305,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dev", type=Path, default=DEV)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--out", type=Path, default=MODEL, help="where to write the model (default: the shipped file)")
     parser.add_argument("--embed-only", action="store_true")
     parser.add_argument("--hidden", type=int, default=128, help="hidden units (0 = logistic regression)")
     parser.add_argument("--steps", type=int, default=600)
@@ -326,10 +339,21 @@ def main() -> None:
         ("injection + own benign non-tool (validation)", inj_own),
         ("tool_poisoning (validation)", tool_dev),
         ("tool_poisoning + own benign tool descriptions (validation)", tool),
-        ("own benign corpora (validation)", own),
+        ("own corpora: benign + written attacks (validation)", own),
     ):
         idx = sel(m)
         report(name, scores[idx], labels[idx], [cats[i] for i in idx], 0.5, 0.85)
+    print("\n## operating points on validation (ML alone): TPR / FPR when p >= t")
+    print(f"{'t':>5}  {'injection + own benign text':<56} {'tool definitions (dev + own)':<56}")
+    for t in (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95):
+        cells = []
+        for m in (inj_own, tool):
+            flagged = scores >= t
+            pos, neg = m & (labels == 1), m & (labels == 0)
+            tpr = Rate(int((flagged & pos).sum()), int(pos.sum()))
+            fpr = Rate(int((flagged & neg).sum()), int(neg.sum()))
+            cells.append(f"{tpr.value:.3f} ({tpr.hits}/{tpr.total}) / {fpr.value:.3f} ({fpr.hits}/{fpr.total})")
+        print(f"{t:>5.2f}  {cells[0]:<56} {cells[1]:<56}")
     print("\n## reliability, all validation records")
     reliability(scores[val], labels[val])
     for name, m in (("text kinds", val & ~tool), ("tool descriptions", tool)):
@@ -346,7 +370,7 @@ def main() -> None:
     if not args.no_write:
         save_head(
             head,
-            MODEL,
+            args.out,
             meta={
                 "seed": SEED,
                 "window": embedder.window,
@@ -355,7 +379,7 @@ def main() -> None:
                 "kinds": list(KINDS),
             },
         )
-        print(f"\nwrote {MODEL.relative_to(ROOT)} ({MODEL.stat().st_size} bytes)")
+        print(f"\nwrote {args.out} ({args.out.stat().st_size} bytes)")
 
 
 if __name__ == "__main__":

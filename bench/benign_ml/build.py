@@ -12,6 +12,13 @@
   parameter's line from the docstring when there is one. These are real developer-written API descriptions in the
   shape of MCP tools, from packages NOT used by bench/benign/docstrings.jsonl.
 - `debdocs.jsonl` (kinds document / tool_result alternating): paragraphs of README files under /usr/share/doc.
+- `attacks_written.txt`, `poison_written.txt` -> `attacks.jsonl` (LABEL 1, the contrast set): injections and
+  tool-poisoning instructions we wrote ourselves in varied wording (direct overrides, prompt extraction, persona
+  jailbreak openers, instructions addressed to an agent inside content, exfiltration, other languages). The dev
+  positives come from a few upstream payload lists; without these the head learns those lists' phrasing. Each
+  attack is used as a prompt and inserted into one of our benign tool results; each poisoning sentence is inserted
+  into two of our benign tool definitions (a written one and a derived one) at the description end, a property
+  description or the description start.
 Deterministic (sorted files, fixed caps); ids are stable, so the hashed split is reproducible.
 """
 
@@ -173,6 +180,60 @@ def debdocs(doc_root: Path) -> None:
     _write("debdocs.jsonl", records)
 
 
+def _lines(name: str) -> list[str]:
+    return [x.strip() for x in (HERE / name).read_text(encoding="utf-8").split("\n") if x.strip()]
+
+
+def _insert_middle(carrier: str, payload: str) -> str:
+    cut = carrier.find(". ", len(carrier) // 3)
+    cut = len(carrier) if cut < 0 else cut + 2
+    return f"{carrier[:cut]}{payload} {carrier[cut:]}".strip()
+
+
+def _poison(tool_json: str, payload: str, position: int) -> str:
+    tool = json.loads(tool_json)
+    props = tool.get("inputSchema", {}).get("properties", {})
+    if position == 1 and props:
+        first = next(iter(props.values()))
+        first["description"] = (first.get("description", "") + " " + payload).strip()
+    elif position == 2:
+        tool["description"] = payload + " " + tool.get("description", "")
+    else:
+        tool["description"] = tool.get("description", "") + " " + payload
+    return json.dumps(tool)
+
+
+def attacks() -> None:
+    records: list[dict[str, object]] = []
+    carriers = [json.loads(x)["text"] for x in (HERE / "tool_results.jsonl").read_text().splitlines()]
+    carriers += [json.loads(x)["text"] for x in (HERE / "debdocs.jsonl").read_text().splitlines()]
+    for i, attack in enumerate(_lines("attacks_written.txt")):
+        records.append(
+            {**_record(f"attack-ml/prompt/{i}", attack, "prompt", "written"), "label": 1, "category": "attack_written"}
+        )
+        text = _insert_middle(carriers[(i * 7) % len(carriers)], attack)
+        records.append(
+            {
+                **_record(f"attack-ml/result/{i}", text, "tool_result", "written"),
+                "label": 1,
+                "category": "indirect_written",
+            }
+        )
+    written_tools = _lines("tools.txt")
+    derived = [json.loads(x)["text"] for x in (HERE / "pytools.jsonl").read_text().splitlines()]
+    for i, payload in enumerate(_lines("poison_written.txt")):
+        for j, base in enumerate((written_tools[i % len(written_tools)], derived[(i * 13) % len(derived)])):
+            text = _poison(base, payload, (i + j) % 3)
+            records.append(
+                {
+                    **_record(f"attack-ml/tool/{i}/{j}", text, "tool_description", "written"),
+                    "label": 1,
+                    "category": "poisoning_written",
+                }
+            )
+    _write("attacks.jsonl", records)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--site-packages", type=Path, default=Path("/work/venv/lib/python3.11/site-packages"))
@@ -183,6 +244,7 @@ def main() -> None:
         pytools(args.site_packages)
     if args.doc_root.is_dir():
         debdocs(args.doc_root)
+    attacks()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,11 @@ import re
 from typing import Final
 
 MAX_SEGMENTS: Final = 96
+# Sentence segments per prose text: a hostile 1 MB text must not become thousands of forward passes (its windows,
+# capped separately by the embedder, still cover the rest). Short fragments ("OK.", list bullets) join the next.
+MAX_SENTENCES: Final = 64
+MIN_SENTENCE: Final = 25
+_WHOLE: Final = frozenset({"prompt", "output", "tool_arguments"})
 # A field of several sentences is also scored sentence by sentence: an instruction appended to a long, benign
 # description is then a segment of its own rather than a fifth of one (measured: tool-poisoning TPR at 1% FPR on
 # the validation split rises with it, see docs/ml.md).
@@ -21,10 +26,39 @@ _SENTENCE = re.compile(r"(?<=[.!?:])\s+(?=[A-Z<\[(\"'])|\n+")
 _TEXT_KEYS: Final = ("description", "title", "summary", "instructions", "prompt")
 
 
+def sentences(text: str, min_length: int = MIN_SENTENCE) -> list[str]:
+    """`text` split at sentence ends and line breaks; fragments under `min_length` characters join the next one."""
+    out: list[str] = []
+    pending = ""
+    for part in _SENTENCE.split(text):
+        part = part.strip()
+        if not part:
+            continue
+        pending = f"{pending} {part}" if pending else part
+        if len(pending) >= min_length:
+            out.append(pending)
+            pending = ""
+    if pending:
+        if out:
+            out[-1] = f"{out[-1]} {pending}"
+        else:
+            out.append(pending)
+    return out
+
+
 def segments(text: str, kind: str) -> list[str]:
-    """The texts to score for a content of `kind` (`ContentKind` value); never empty."""
-    if kind != "tool_description":
+    """The texts to score for a content of `kind` (`ContentKind` value); never empty.
+
+    Third-party prose (tool results, documents) is scored whole (in token windows) and, when it has several
+    sentences, sentence by sentence: one instruction inserted into a README or an e-mail is then a segment of its
+    own instead of a tenth of a window. Prompts are scored whole: the user's own message is one utterance, and
+    scoring its sentences alone flags harmless sentences lifted out of context.
+    """
+    if kind in _WHOLE:
         return [text]
+    if kind != "tool_description":
+        parts = sentences(text)
+        return [text, *parts[:MAX_SENTENCES]] if len(parts) > 1 else [text]
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):
@@ -77,9 +111,9 @@ def _field(prefix: str, text: str, out: list[str]) -> None:
     if not text.strip():
         return
     out.append(prefix + text)
-    sentences = [s.strip() for s in _SENTENCE.split(text) if s.strip()]
-    if len(sentences) > 1:
-        out.extend(prefix + s for s in sentences)
+    parts = sentences(text, min_length=0)  # tool fields are short: every sentence on its own
+    if len(parts) > 1:
+        out.extend(prefix + s for s in parts)
 
 
 def _strings(value: object, out: list[str]) -> None:

@@ -4,13 +4,17 @@ It reads the normalised texts the inline stages prepared (`ctx.texts`), cuts eac
 one per field) and token windows, embeds every window in one batched call, and scores them with the shipped head.
 A content's probability is the maximum over its windows; the event's is the maximum over its contents.
 
-How the probability becomes a verdict (the runner maps `ctx.score` to review/block, OR-combined with every other
-stage because `raise_score` keeps the maximum):
-- p >= `confidence` (default 0.85, the seed's figure): the score is raised to p and the finding asks for BLOCK, so
-  the async verdict blocks even when a tenant set a block threshold above the confidence;
-- review threshold <= p < confidence: the score is raised, but kept just under the block threshold, so the model
-  alone asks for review, never for a block it is not confident about;
-- p below the review threshold: the score is still raised (so `scan` scores and AUC see the model), no finding.
+How the probability becomes a verdict. The runner maps `ctx.score` to review/block with the tenant's thresholds and
+OR-combines every stage (`raise_score` keeps the maximum). The stage has its own operating points, chosen on the
+validation split (bench/train_classifier.py prints the table; docs/ml.md): `review_at` (default 0.70: below it the
+model flags too many benign texts full of trigger words) and `confidence` (default 0.85, the seed's figure). It
+raises the score with a monotone, piecewise-linear map of p that lands those points on the policy's thresholds:
+- p >= confidence: score p (at least the block threshold), finding with action BLOCK: the async verdict blocks and,
+  in the background path, escalates retroactively;
+- review_at <= p < confidence: score in [review threshold, block threshold), finding with action REVIEW;
+- p < review_at: score in [0, review threshold), no finding.
+Being monotone, the map leaves the ranking (AUC, TPR at a fixed FPR) of the model alone untouched; the raw
+probability is the finding's `confidence`.
 
 Nothing here imports torch: the embedder loads it on the first `run`.
 """
@@ -36,6 +40,7 @@ DETECTOR: Final = "ml"
 INJECTION_RULE: Final = "ML-INJECTION-001"
 POISONING_RULE: Final = "ML-POISONING-001"
 DEFAULT_CONFIDENCE: Final = 0.85
+DEFAULT_REVIEW_AT: Final = 0.70
 # Model output and tool-call arguments are not what the head was trained on (outputs are the model's own words;
 # arguments are JSON the agent wrote): the signatures and DLP cover them.
 DEFAULT_KINDS: Final = frozenset(
@@ -54,10 +59,16 @@ class MlStage:
         head: Head | None = None,
         *,
         confidence: float = DEFAULT_CONFIDENCE,
+        review_at: float | None = None,
         kinds: Iterable[ContentKind] = DEFAULT_KINDS,
     ) -> None:
         if not 0.0 < confidence <= 1.0:
             raise ValueError("confidence must be in (0, 1]")
+        # Default: the validated 0.70, or the confidence itself when a tenant sets a lower one.
+        review_at = min(DEFAULT_REVIEW_AT, confidence) if review_at is None else review_at
+        if not 0.0 < review_at <= confidence:
+            raise ValueError("review_at must be in (0, confidence]")
+        self.review_at = review_at
         self._embedder = embedder
         self._head = head
         self.confidence = confidence
@@ -97,33 +108,38 @@ class MlStage:
             out[i] = max(out[i], p)
         return out
 
+    def score(self, p: float, review_threshold: float, block_threshold: float) -> float:
+        """The monotone map of a probability onto the policy's thresholds (see the module docstring)."""
+        if p >= self.confidence:
+            return max(p, block_threshold)
+        below_block = math.nextafter(block_threshold, 0.0)
+        if p >= self.review_at:
+            span = self.confidence - self.review_at
+            fraction = (p - self.review_at) / span if span > 0 else 0.0
+            return min(review_threshold + fraction * (block_threshold - review_threshold), below_block)
+        return min(p / self.review_at * review_threshold, math.nextafter(review_threshold, 0.0))
+
     def run(self, ctx: ScanContext) -> None:
         scanned = [t for t in ctx.texts if t.kind in self.kinds and t.match_text.strip()]
         if not scanned:
             return
         probabilities = self.probabilities([(t.match_text, t.kind.value) for t in scanned])
-        block_threshold = ctx.policy.injection.block_threshold
-        review_threshold = ctx.policy.injection.review_threshold
+        injection = ctx.policy.injection
         for scan_text, p in zip(scanned, probabilities, strict=True):
-            if p >= self.confidence:
-                raise_score(ctx, p)
-            elif p >= block_threshold:
-                # Not confident enough to block on the model alone: hold the score just under the block line.
-                raise_score(ctx, max(review_threshold, math.nextafter(block_threshold, 0.0)))
-            else:
-                raise_score(ctx, p)
-            if p < review_threshold:
+            raise_score(ctx, self.score(p, injection.review_threshold, injection.block_threshold))
+            if p < self.review_at:
                 continue
             poisoning = scan_text.kind is ContentKind.TOOL_DESCRIPTION
+            confident = p >= self.confidence
             ctx.add(
                 Finding(
                     detector=DETECTOR,
                     rule_id=POISONING_RULE if poisoning else INJECTION_RULE,
                     category="tool_poisoning" if poisoning else "prompt_injection",
-                    severity=Severity.HIGH if p >= self.confidence else Severity.MEDIUM,
+                    severity=Severity.HIGH if confident else Severity.MEDIUM,
                     confidence=round(p, 4),
                     location=scan_text.location,
-                    action=Verdict.BLOCK if p >= self.confidence else Verdict.REVIEW,
+                    action=Verdict.BLOCK if confident else Verdict.REVIEW,
                     label=scan_text.derived,
                 )
             )
@@ -144,6 +160,7 @@ def full_stages(
     data_dir: Path | None = None,
     *,
     confidence: float = DEFAULT_CONFIDENCE,
+    review_at: float | None = None,
     dlp_threshold: float | None = None,
 ) -> list[MlStage | EmbeddingDlpStage]:
     """The async stages for `Mesh(async_stages=...)`: the classifier, plus embedding DLP when a data dir is given.
@@ -152,7 +169,7 @@ def full_stages(
     """
     if not ml_available():
         raise MlUnavailableError("the ML detectors need the [ml] extra: pip install 'cisora-mesh[ml]'")
-    stages: list[MlStage | EmbeddingDlpStage] = [MlStage(confidence=confidence)]
+    stages: list[MlStage | EmbeddingDlpStage] = [MlStage(confidence=confidence, review_at=review_at)]
     if data_dir is not None:
         threshold = DEFAULT_THRESHOLD if dlp_threshold is None else dlp_threshold
         stages.append(EmbeddingDlpStage(RefDocStore.in_data_dir(data_dir), threshold=threshold))

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import threading
@@ -46,14 +47,27 @@ def test_is_an_async_stage() -> None:
 
 @pytest.mark.parametrize(
     ("p", "verdict"),
-    [(0.2, Verdict.ALLOW), (0.6, Verdict.REVIEW), (0.82, Verdict.REVIEW), (0.9, Verdict.BLOCK)],
+    [(0.2, Verdict.ALLOW), (0.6, Verdict.ALLOW), (0.7, Verdict.REVIEW), (0.84, Verdict.REVIEW), (0.9, Verdict.BLOCK)],
 )
-def test_probability_maps_to_verdict_through_confidence(p: float, verdict: Verdict) -> None:
+def test_probability_maps_to_verdict_through_operating_points(p: float, verdict: Verdict) -> None:
     decision = full(MlStage(HashingEmbedder(), constant_head(p)), "some ordinary text")
     assert decision.verdict is verdict
-    assert decision.score == pytest.approx(min(p, math.nextafter(0.8, 0)) if p < 0.85 else p, abs=1e-6)
     ml = [f for f in decision.findings if f.detector == "ml"]
-    assert bool(ml) == (p >= 0.5)
+    assert bool(ml) == (p >= 0.7)
+    if ml:
+        assert ml[0].confidence == pytest.approx(p, abs=1e-4)  # the raw probability
+
+
+def test_score_map_is_monotone_and_lands_on_the_thresholds() -> None:
+    stage = MlStage(HashingEmbedder(), constant_head(0.5), review_at=0.7, confidence=0.85)
+    grid = [i / 1000 for i in range(1001)]
+    scores = [stage.score(p, 0.5, 0.8) for p in grid]
+    assert all(a <= b for a, b in itertools.pairwise(scores))
+    assert stage.score(0.7, 0.5, 0.8) == 0.5
+    assert 0.5 <= stage.score(0.849, 0.5, 0.8) < 0.8
+    assert stage.score(0.85, 0.5, 0.8) == 0.85
+    assert stage.score(0.69, 0.5, 0.8) < 0.5
+    assert stage.score(0.9, 0.5, 0.95) == 0.95  # a confident verdict blocks whatever the tenant's block threshold
 
 
 def test_confidence_is_a_constructor_argument() -> None:
@@ -122,3 +136,5 @@ def test_background_verdict_escalates_retroactively() -> None:
 def test_rejects_bad_confidence() -> None:
     with pytest.raises(ValueError, match="confidence"):
         MlStage(confidence=0.0)
+    with pytest.raises(ValueError, match="review_at"):
+        MlStage(confidence=0.8, review_at=0.9)
