@@ -162,6 +162,7 @@ def full_stages(
     confidence: float = DEFAULT_CONFIDENCE,
     review_at: float | None = None,
     dlp_threshold: float | None = None,
+    dlp_action: Verdict = Verdict.BLOCK,
 ) -> list[MlStage | EmbeddingDlpStage]:
     """The async stages for `Mesh(async_stages=...)`: the classifier, plus embedding DLP when a data dir is given.
 
@@ -172,5 +173,5 @@ def full_stages(
     stages: list[MlStage | EmbeddingDlpStage] = [MlStage(confidence=confidence, review_at=review_at)]
     if data_dir is not None:
         threshold = DEFAULT_THRESHOLD if dlp_threshold is None else dlp_threshold
-        stages.append(EmbeddingDlpStage(RefDocStore.in_data_dir(data_dir), threshold=threshold))
+        stages.append(EmbeddingDlpStage(RefDocStore.in_data_dir(data_dir), threshold=threshold, action=dlp_action))
     return stages
