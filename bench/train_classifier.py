@@ -39,7 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cisora_mesh.metrics import Rate, auc, tpr_at_fpr
-from cisora_mesh.ml.classifier import KINDS, Head, kind_features, save_head
+from cisora_mesh.ml.classifier import KINDS, Head, kind_features, load_head, save_head
 from cisora_mesh.ml.embedder import MiniLmEmbedder
 from cisora_mesh.ml.segments import segments
 
@@ -260,6 +260,37 @@ def train(records: list[Record], w: Windows, train_mask: npt.NDArray[np.bool_], 
     )
 
 
+def poisoning_style(record: Record) -> tuple[str, str]:
+    """The wrapper and insertion place of a poisoned dev definition, inferred from its text (the dev records do not
+    carry them): used to check that misses do not cluster in one insertion style (the dev README's warning)."""
+    text = record.text
+    if "<IMPORTANT>" in text:
+        wrapper = "important_tag"
+    elif "important message from me" in text.lower():
+        wrapper = "important_instructions"
+    else:
+        wrapper = "plain"
+    new = [s for s, positive in zip(record.segments, record.seg_positive, strict=True) if positive]
+    if not new:
+        return wrapper, "unknown"
+    first = record.segments[0]
+    if new[0] != first:
+        return wrapper, "property_description"
+    try:
+        description = str(json.loads(text).get("description", ""))
+    except ValueError:
+        return wrapper, "unknown"
+    others = [r for r in _BENIGN_TOOLS.get(str(json.loads(text).get("name")), [])]
+    if any(description.startswith(o) for o in others):
+        return wrapper, "description_end"
+    if any(description.endswith(o) for o in others):
+        return wrapper, "description_start"
+    return wrapper, "description"
+
+
+_BENIGN_TOOLS: dict[str, list[str]] = {}
+
+
 def reliability(scores: npt.NDArray[np.float64], labels: npt.NDArray[np.float64]) -> None:
     print(f"{'bin':<12} {'n':>6} {'mean p':>8} {'attack rate':>12}")
     edges = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0001]
@@ -310,9 +341,14 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=128, help="hidden units (0 = logistic regression)")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--show-errors", type=int, default=0)
+    parser.add_argument("--report-only", action="store_true", help="report the shipped model instead of training")
     args = parser.parse_args()
 
     records = load(args.dev)
+    for r in records:
+        if r.file == "tool_poisoning.jsonl" and r.label == 0:
+            tool = json.loads(r.text)
+            _BENIGN_TOOLS.setdefault(str(tool.get("name")), []).append(str(tool.get("description", "")))
     embedder = MiniLmEmbedder()
     cache = Cache(embedder)
     w = windows(records, cache)
@@ -320,7 +356,7 @@ def main() -> None:
     if args.embed_only:
         return
     train_mask = np.array([not r.validation for r in records])
-    head = train(records, w, train_mask, hidden=args.hidden, steps=args.steps)
+    head = load_head() if args.report_only else train(records, w, train_mask, hidden=args.hidden, steps=args.steps)
     scores = record_scores(head, w, len(records))
     labels = np.array([r.label for r in records], dtype=np.float64)
     val = ~train_mask
@@ -343,6 +379,16 @@ def main() -> None:
     ):
         idx = sel(m)
         report(name, scores[idx], labels[idx], [cats[i] for i in idx], 0.5, 0.85)
+    print("\n## tool-poisoning positives (validation) by inferred wrapper and position: caught at p >= 0.70")
+    by_style: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for i in np.flatnonzero(tool_dev & (labels == 1)):
+        wrapper, position = poisoning_style(records[i])
+        by_style[wrapper, position].append(int(i))
+    for (wrapper, position), idx in sorted(by_style.items()):
+        caught = int((scores[idx] >= 0.70).sum())
+        print(f"  {wrapper:<24} {position:<22} {Rate(caught, len(idx))}")
+    if args.no_write or args.report_only:
+        args.no_write = True
     print("\n## operating points on validation (ML alone): TPR / FPR when p >= t")
     print(f"{'t':>5}  {'injection + own benign text':<56} {'tool definitions (dev + own)':<56}")
     for t in (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95):
