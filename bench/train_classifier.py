@@ -280,7 +280,7 @@ def poisoning_style(record: Record) -> tuple[str, str]:
         description = str(json.loads(text).get("description", ""))
     except ValueError:
         return wrapper, "unknown"
-    others = [r for r in _BENIGN_TOOLS.get(str(json.loads(text).get("name")), [])]
+    others = _BENIGN_TOOLS.get(str(json.loads(text).get("name")), [])
     if any(description.startswith(o) for o in others):
         return wrapper, "description_end"
     if any(description.endswith(o) for o in others):
