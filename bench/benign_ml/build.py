@@ -12,6 +12,9 @@
   parameter's line from the docstring when there is one. These are real developer-written API descriptions in the
   shape of MCP tools, from packages NOT used by bench/benign/docstrings.jsonl.
 - `debdocs.jsonl` (kinds document / tool_result alternating): paragraphs of README files under /usr/share/doc.
+- `short.txt` (`kind<TAB>text`) -> `short.jsonl`: greetings, one-word replies and terse tool results, plus minimal
+  tool definitions generated from a list of names (name only, empty schema, one-word description). Without them
+  the head had never seen a very short benign text and scored "hi" at 0.99.
 - `attacks_written.txt`, `poison_written.txt` -> `attacks.jsonl` (LABEL 1, the contrast set): injections and
   tool-poisoning instructions we wrote ourselves in varied wording (direct overrides, prompt extraction, persona
   jailbreak openers, instructions addressed to an agent inside content, exfiltration, other languages). The dev
@@ -203,6 +206,46 @@ def _poison(tool_json: str, payload: str, position: int) -> str:
     return json.dumps(tool)
 
 
+SHORT_TOOL_NAMES = (
+    "x",
+    "ping",
+    "echo",
+    "get_time",
+    "health",
+    "version",
+    "noop",
+    "search",
+    "add",
+    "list_items",
+    "status",
+    "whoami",
+    "now",
+    "random_number",
+    "get",
+    "run",
+    "help",
+    "info",
+    "reset_view",
+    "refresh",
+)
+
+
+def short() -> None:
+    records = []
+    for i, line in enumerate(_lines("short.txt")):
+        kind, text = line.split("\t", 1)
+        records.append(_record(f"benign-ml/short/{i}", text, kind, "written"))
+    for i, name in enumerate(SHORT_TOOL_NAMES):
+        variants = (
+            {"name": name},
+            {"name": name, "inputSchema": {"type": "object", "properties": {}}},
+            {"name": name, "description": name.replace("_", " ").capitalize() + ".", "inputSchema": {"type": "object"}},
+        )
+        tool = variants[i % 3]
+        records.append(_record(f"benign-ml/short-tool/{i}", json.dumps(tool), "tool_description", "written"))
+    _write("short.jsonl", records)
+
+
 def attacks() -> None:
     records: list[dict[str, object]] = []
     carriers = [json.loads(x)["text"] for x in (HERE / "tool_results.jsonl").read_text().splitlines()]
@@ -244,6 +287,7 @@ def main() -> None:
         pytools(args.site_packages)
     if args.doc_root.is_dir():
         debdocs(args.doc_root)
+    short()
     attacks()
 
 

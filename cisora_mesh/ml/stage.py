@@ -95,6 +95,8 @@ class MlStage:
         texts: list[str] = []
         seg_kinds: list[str] = []
         for i, (text, kind) in enumerate(items):
+            if not text.strip():
+                continue  # nothing to read; an empty window embeds as [CLS][SEP], which the head never saw
             for segment in segments(text, kind):
                 owner.append(i)
                 texts.append(segment)

@@ -211,3 +211,20 @@ def test_eval_command_full_stages(minilm: MiniLmEmbedder, tmp_path: Path, capsys
     assert args.handler(args) == 0
     overall = json.loads(capsys.readouterr().out)["overall"]
     assert overall["tpr"]["hits"] == 1 and overall["fpr"]["hits"] == 0 and overall["auc"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("hiya", "prompt"),
+        ("thx!", "prompt"),
+        ("good night", "prompt"),
+        ("yep", "prompt"),
+        ("Saved", "tool_result"),
+        ('{"name": "get_date"}', "tool_description"),
+        ("", "prompt"),
+    ],
+)
+def test_very_short_benign_texts_stay_low(minilm: MiniLmEmbedder, text: str, kind: str) -> None:
+    # None of these strings is in the training data; before short texts were added, "hi" scored 0.99.
+    assert MlStage(minilm).probabilities([(text, kind)])[0] < 0.5
