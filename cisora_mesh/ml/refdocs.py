@@ -213,6 +213,10 @@ class EmbeddingDlpStage:
     def embedder(self) -> Embedder:
         return self._embedder if self._embedder is not None else self.store.embedder
 
+    def close(self) -> None:
+        """Close the store's connection (the owner of the Mesh calls it at shutdown)."""
+        self.store.close()
+
     def _reference(self, tenant: str) -> tuple[Matrix, list[str]]:
         generation = self.store.generation()
         cached = self._cache.get(tenant)

@@ -101,3 +101,10 @@ def test_changes_from_another_connection_are_seen(store: RefDocStore, tmp_path: 
     other.add("acme", "larkspur.md", MEMO)
     other.close()
     assert _scan(stage, MEMO).verdict is Verdict.BLOCK
+
+
+def test_stage_close_closes_the_store(tmp_path: Path) -> None:
+    stage = EmbeddingDlpStage(RefDocStore.in_data_dir(tmp_path, HashingEmbedder()))
+    stage.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        stage.store.list("acme")
