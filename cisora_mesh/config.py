@@ -85,10 +85,34 @@ class InjectionSettings(_Model):
         return self
 
 
+class MlSettings(_Model):
+    """The async classifier (the `[ml]` extra). At or above `confidence` it blocks, retroactively on streams."""
+
+    enabled: bool = True
+    confidence: Annotated[float, Field(gt=0.0, le=1.0)] = 0.85
+    review_at: Annotated[float, Field(gt=0.0, le=1.0)] = 0.70
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MlSettings:
+        if self.review_at > self.confidence:
+            raise ValueError("review_at must not exceed confidence")
+        return self
+
+
+class EmbeddingDlpSettings(_Model):
+    """Paraphrased leaks of a tenant's reference documents (`cisora-mesh refdocs add`), by cosine similarity."""
+
+    enabled: bool = True
+    threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.65
+    action: Literal["allow", "review", "block"] = "block"
+
+
 class DetectionSettings(_Model):
     fail_mode: FailMode = FailMode.OPEN
     injection: InjectionSettings = InjectionSettings()
     dlp: DlpSettings = DlpSettings()
+    ml: MlSettings = MlSettings()
+    embedding_dlp: EmbeddingDlpSettings = EmbeddingDlpSettings()
 
 
 class TenantSettings(_Model):

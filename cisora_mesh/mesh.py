@@ -205,7 +205,7 @@ class Mesh:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
-        self.flush()
+        self.flush()  # stages passed in belong to the caller, who closes them (see cli/_common.close_stages)
 
     def flush(self, timeout: float | None = None) -> None:
         """Block until every audit record submitted so far is durable (or has failed, which was logged)."""

@@ -25,6 +25,8 @@ _GROUPS = (
     "cisora_mesh.cli.scan",
     "cisora_mesh.cli.demo",
     "cisora_mesh.cli.init",
+    "cisora_mesh.cli.eval",
+    "cisora_mesh.cli.refdocs",
     "cisora_mesh.cli.audit",
     "cisora_mesh.cli.token",
 )

@@ -11,7 +11,7 @@ from cisora_mesh.config import MeshConfig, default_data_dir, load_config
 from cisora_mesh.errors import CisoraError
 
 if TYPE_CHECKING:
-    from cisora_mesh.mesh import AuditSink
+    from cisora_mesh.mesh import AsyncStage, AuditSink
 
 
 class CliError(Exception):
@@ -68,3 +68,34 @@ def open_audit(config: MeshConfig, data_dir: Path, store_url: str | None = None)
         return open_store(url, data_dir=data_dir, checkpoint_every=config.audit.checkpoint_every)
     except (CisoraError, OSError) as exc:
         raise CliError(f"cannot open audit store: {exc}") from None
+
+
+def async_stages(config: MeshConfig, data_dir: Path) -> list[AsyncStage]:
+    """The async detectors the config enables (ML classifier, embedding DLP), or a `CliError` without `[ml]`."""
+    ml = config.detection.ml
+    if not ml.enabled:
+        return []
+    from cisora_mesh.events import Verdict
+    from cisora_mesh.ml.stage import MlUnavailableError, full_stages  # cheap: nothing loads until first use
+
+    dlp = config.detection.embedding_dlp
+    try:
+        return list(
+            full_stages(
+                data_dir if dlp.enabled else None,
+                confidence=ml.confidence,
+                review_at=ml.review_at,
+                dlp_threshold=dlp.threshold,
+                dlp_action=Verdict(dlp.action),
+            )
+        )
+    except MlUnavailableError as exc:
+        raise CliError(str(exc)) from None
+
+
+def close_stages(stages: tuple[object, ...] | list[object]) -> None:
+    """Release what async stages hold (the reference-document database)."""
+    for stage in stages:
+        close = getattr(stage, "close", None)
+        if close is not None:
+            close()

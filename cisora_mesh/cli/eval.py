@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cisora_mesh.cli._common import CliError, add_common_options, load
+from cisora_mesh.cli._common import CliError, add_common_options, async_stages, close_stages, load
 
 POSITIVE = frozenset({"block", "review", "redact"})
 FPR_POINTS = (0.01, 0.05)
@@ -83,15 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from cisora_mesh.events import ContentKind, ContentScan, Subject
     from cisora_mesh.mesh import Mesh
 
-    async_stages: list[Any] = []
-    if args.stages == "full":
-        from cisora_mesh.ml.stage import MlUnavailableError, full_stages
-
-        try:
-            async_stages = list(full_stages(data_dir))
-        except MlUnavailableError as exc:
-            raise CliError(str(exc)) from None
-    mesh = Mesh(config, async_stages=async_stages)
+    mesh = Mesh(config, async_stages=async_stages(config, data_dir) if args.stages == "full" else ())
     subject = Subject(tenant=args.tenant)
     full = args.stages == "full"
     scored = []
@@ -113,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
             )
     finally:
         mesh.close()
+        close_stages(mesh.async_stages)
     figures = evaluate(scored)
     figures["dataset"], figures["stages"], figures["split"] = str(args.dataset), args.stages, args.split
     if args.json:

@@ -30,6 +30,19 @@ review_threshold = 0.50
 # "allow" (record only), "review" or "block".
 hidden_content_action = "review"
 
+[detection.ml]
+# The async classifier (needs the [ml] extra). Used by `scan --stages full`, `eval --stages full` and long-running
+# paths; at or above confidence it blocks (retroactively on streams), at or above review_at it asks for review.
+enabled = true
+confidence = 0.85
+review_at = 0.70
+
+[detection.embedding_dlp]
+# Paraphrased leaks of reference documents registered with `cisora-mesh refdocs add` (cosine similarity).
+enabled = true
+threshold = 0.65
+action = "block"
+
 [detection.dlp]
 enabled = true
 # alert: record and let through; redact: replace matches with [REDACTED:TYPE]; block: refuse the message.

@@ -17,7 +17,15 @@ from typing import IO, Any, Literal
 
 import msgspec
 
-from cisora_mesh.cli._common import CliError, add_common_options, error_line, load, open_audit
+from cisora_mesh.cli._common import (
+    CliError,
+    add_common_options,
+    async_stages,
+    close_stages,
+    error_line,
+    load,
+    open_audit,
+)
 from cisora_mesh.events import ContentKind, ContentScan, Decision, Subject
 
 KINDS = [k.value for k in ContentKind if k is not ContentKind.TOOL_ARGUMENTS]
@@ -78,9 +86,9 @@ def run(args: argparse.Namespace) -> int:
 
     from cisora_mesh.mesh import Mesh  # after argument checks: --help and usage errors stay fast
 
-    mesh = Mesh(config, audit=audit)
-    subject = Subject(tenant=args.tenant)
     full = args.stages == "full"
+    mesh = Mesh(config, audit=audit, async_stages=async_stages(config, data_dir) if full else ())
+    subject = Subject(tenant=args.tenant)
     try:
         with _output(args.out) as out:
             if args.jsonl is not None:
@@ -91,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
     finally:
         mesh.close()
+        close_stages(mesh.async_stages)
         close = getattr(audit, "close", None)
         if close is not None:
             close()
