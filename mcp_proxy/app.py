@@ -17,8 +17,10 @@ from typing import Literal
 
 import anyio
 
+from cisora_mesh.auth.capability import CapabilityGate
 from cisora_mesh.config import MeshConfig
 from cisora_mesh.mesh import AuditSink, Mesh
+from mcp_proxy.capability import build_gate
 from mcp_proxy.config import ProxySettings
 from mcp_proxy.forward import PinGuard, Session
 from mcp_proxy.inspect import Inspector
@@ -39,11 +41,18 @@ class Runtime:
     pins: PinStore | None
     audit: AuditSink | None
     argument_policy: ArgumentPolicy | None = None
+    capability: CapabilityGate | None = None
 
     def inspector(self, session: str | None = None) -> Inspector | None:
         if self.mesh is None:
             return None
-        return Inspector(self.mesh, tenant=self.tenant, session=session, argument_policy=self.argument_policy)
+        return Inspector(
+            self.mesh,
+            tenant=self.tenant,
+            session=session,
+            argument_policy=self.argument_policy,
+            capability=self.capability,
+        )
 
     def pin_guard(self, modes: dict[str, Literal["tofu", "approve", "off"]]) -> PinGuard | None:
         if self.pins is None:
@@ -72,7 +81,13 @@ def build_runtime(
     pins = PinStore.in_data_dir(data_dir) if any_pinning else None
     rules = ArgumentRules(settings.argument_rules)
     return Runtime(
-        settings=settings, tenant=tenant, mesh=mesh, pins=pins, audit=audit, argument_policy=rules if rules else None
+        settings=settings,
+        tenant=tenant,
+        mesh=mesh,
+        pins=pins,
+        audit=audit,
+        argument_policy=rules if rules else None,
+        capability=build_gate(settings.capability, audit=audit, tenant=tenant),
     )
 
 

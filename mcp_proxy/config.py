@@ -95,6 +95,25 @@ class ArgumentRule(_Model):
     deny_regex: Annotated[str, Field(min_length=1, max_length=1024)]
 
 
+class CapabilitySettings(_Model):
+    """`[proxy.capability]`: require a capability token (docs/capability-tokens.md) on every `tools/call`.
+
+    Off by default. When `required`, a call without a valid token and proof of possession for
+    `mcp://<server>/tools/<tool>` (with its arguments) is refused, and `tools/list` shows only the granted tools.
+    `trust_anchors` are public JWK files (relative paths are resolved from the working directory).
+    """
+
+    required: bool = False
+    trust_anchors: tuple[Path, ...] = ()
+    audience: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> CapabilitySettings:
+        if self.required and (not self.trust_anchors or self.audience is None):
+            raise ValueError("a required capability needs 'trust_anchors' and 'audience'")
+        return self
+
+
 class ProxySettings(_Model):
     tenant: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")] = "default"
     inspect: bool = True
@@ -104,12 +123,16 @@ class ProxySettings(_Model):
     http: HttpSettings = HttpSettings()
     servers: tuple[ServerSettings, ...] = ()
     argument_rules: tuple[ArgumentRule, ...] = ()
+    capability: CapabilitySettings = CapabilitySettings()
 
     @model_validator(mode="after")
     def _unique(self) -> ProxySettings:
         names = [s.name for s in self.servers]
         if len(set(names)) != len(names):
             raise ValueError("server names must be unique")
+        # The gate rides on the inspector; without it calls would pass unchecked, so refuse (fail closed).
+        if self.capability.required and not self.inspect:
+            raise ValueError("[proxy.capability] required = true needs inspect = true")
         return self
 
 

@@ -24,7 +24,10 @@ import msgspec
 from anyio.abc import TaskGroup
 from msgspec import UNSET
 
+from cisora_mesh.auth.capability import CapabilityDenied, credentials_from_meta
 from mcp_proxy import jsonrpc
+from mcp_proxy.capability import denial as capability_denial
+from mcp_proxy.capability import without_credentials
 from mcp_proxy.errors import PinStoreError, UpstreamError
 from mcp_proxy.framing import Oversized
 from mcp_proxy.inspect import Inspector, Outcome
@@ -53,6 +56,7 @@ class Pending:
     method: str
     tool: str | None = None
     complete_listing: bool = True  # tools/list asked without a cursor
+    capability_token: str | None = None  # the token a tools/list carried, to show only the tools it grants
 
 
 class PinGuard:
@@ -272,6 +276,7 @@ class Session:
             elif method == "tools/list":
                 params = jsonrpc.load(env.params) if len(env.params) else None
                 pending.complete_listing = not (isinstance(params, dict) and params.get("cursor"))
+                pending.capability_token = credentials_from_meta(params)[0]
             await self._to_up.now([("up", frame, rid)])
             return
         if env.is_notification:
@@ -295,6 +300,17 @@ class Session:
             return [("up", frame, rid)]  # malformed: the server owns the validation error
         tool = params["name"]
         pending.tool = tool
+        gate = self.inspector.capability if self.inspector is not None else None
+        if gate is not None:
+            # Authorization first and fail closed: nothing else about a call matters if its bearer may not make it.
+            verdict = gate.check_mcp_call(self.server, params)
+            if isinstance(verdict, CapabilityDenied):
+                self.pending.pop(rid, None)
+                refused = capability_denial(verdict, self.server, tool)
+                return [("down", jsonrpc.error_frame(rid, refused.code, refused.message, refused.data), None)]
+            stripped = without_credentials(params)
+            if stripped is not None:
+                params, frame = stripped, _replace(env, params=stripped)
         denial = self._pin_denial(tool)
         if denial is None and self.inspector is not None:
             outcome = await self.inspector.tool_call(self.server, tool, params)
@@ -419,9 +435,15 @@ class Session:
                 self.hidden[name] = hide[name]
             else:
                 self.hidden.pop(name, None)
-        if hide:
-            logger.warning("hiding tools of %r from the client: %s", self.server, ", ".join(sorted(hide)))
-            result["tools"] = [t for t in tools if str(t.get("name")) not in hide]
+        gate = self.inspector.capability if self.inspector is not None else None
+        # Tools the caller's token does not grant are left out of this answer only, not added to `hidden`: they are
+        # not unapproved, and another caller's token may grant them (each call is verified on its own anyway).
+        ungranted = listed - gate.granted_tools(self.server, listed, pending.capability_token) if gate else set()
+        if hide or ungranted:
+            if hide:
+                logger.warning("hiding tools of %r from the client: %s", self.server, ", ".join(sorted(hide)))
+            dropped = ungranted | hide.keys()
+            result["tools"] = [t for t in tools if str(t.get("name")) not in dropped]
             return True
         return False
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import anyio.to_thread
 
@@ -23,6 +23,9 @@ from cisora_mesh.events import Decision, Direction, Finding, McpMessage, Severit
 from cisora_mesh.mesh import Mesh
 from mcp_proxy import jsonrpc
 from mcp_proxy.policy import ArgumentPolicy, ArgumentViolation
+
+if TYPE_CHECKING:
+    from cisora_mesh.auth.capability import CapabilityGate
 
 WITHHELD: Final = "withheld by policy"
 
@@ -107,10 +110,19 @@ class Inspector:
     """Runs the inspection points of one proxy session through a `Mesh`."""
 
     def __init__(
-        self, mesh: Mesh, *, tenant: str, session: str | None = None, argument_policy: ArgumentPolicy | None = None
+        self,
+        mesh: Mesh,
+        *,
+        tenant: str,
+        session: str | None = None,
+        argument_policy: ArgumentPolicy | None = None,
+        capability: CapabilityGate | None = None,
     ) -> None:
         self.mesh = mesh
         self.argument_policy = argument_policy
+        # Carried here because every transport (stdio, router, HTTP) builds its sessions from an inspector: a gate
+        # attached anywhere else could be left out of one of them and let calls through unchecked.
+        self.capability = capability
         self.subject = Subject(tenant=tenant, session=session)
         # A durable audit append blocks for a commit; do it off the event loop so other frames keep flowing and
         # concurrent decisions share one group commit. Without an audit sink the inline path is ~30 us: stay inline.

@@ -1,0 +1,145 @@
+"""`[proxy.capability]` over real stdio pipes: client -> proxy process -> examples/mcp_echo_server.py."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from proxy_support import RawProxy
+
+from capability import Prefix, SigningKey, attenuate, capability, issue, make_pop
+from cisora_mesh.audit import open_store
+from mcp_proxy.config import CapabilitySettings
+
+SERVER = "mcp_echo_server"  # server_name_for([python, examples/mcp_echo_server.py])
+AUD = "proxy-test"
+ECHO = f"mcp://{SERVER}/tools/echo"
+
+
+class _Keys:
+    def __init__(self) -> None:
+        self.anchor, self.a, self.b = SigningKey.generate(), SigningKey.generate(), SigningKey.generate()
+        now = int(time.time())
+        self.root = issue(
+            self.anchor,
+            holder=self.a.public,
+            audience=AUD,
+            now=now - 5,
+            capabilities=[capability(f"mcp://{SERVER}/tools/*", ["call"])],
+        )
+        # A delegates only `echo`, and only texts starting with "hello", to B.
+        self.child = attenuate(
+            self.root,
+            self.a,
+            holder=self.b.public,
+            now=now - 5,
+            ttl=600,
+            capabilities=[capability(ECHO, ["call"], {"/text": Prefix(value="hello")})],
+        )
+
+    def pop(self, args: dict[str, Any], nonce: str | None = None) -> str:
+        return make_pop(
+            self.b,
+            self.child,
+            method="tools/call",
+            resource=ECHO,
+            args=args,
+            audience=AUD,
+            now=int(time.time()),
+            nonce=nonce,
+        )
+
+
+def _config(tmp_path: Path, keys: _Keys) -> Path:
+    anchor = tmp_path / "root.pub.jwk"
+    anchor.write_text(json.dumps(keys.anchor.public.to_jwk()))
+    config = tmp_path / "mesh.toml"
+    config.write_text(
+        f'[proxy]\npinning = "off"\n[proxy.capability]\nrequired = true\n'
+        f'trust_anchors = ["{anchor}"]\naudience = "{AUD}"\n'
+    )
+    return config
+
+
+async def _call(proxy: RawProxy, rid: Any, args: dict[str, Any], token: str | None, pop: str | None) -> dict[str, Any]:
+    meta = {k: v for k, v in (("io.cisora/capability", token), ("io.cisora/pop", pop)) if v is not None}
+    await proxy.send({"id": rid, "method": "tools/call", "params": {"name": "echo", "arguments": args, "_meta": meta}})
+    return await proxy.response(rid)
+
+
+def _assert_denied(reply: dict[str, Any]) -> None:
+    error = reply["error"]
+    assert error["code"] == -32013
+    assert error["data"]["type"] == "urn:cisora:problem:capability-denied"
+    assert error["data"]["resource"] == ECHO
+    # One fixed sentence whatever failed: no private reason leaks to the caller.
+    for reason in ("missing", "pop_", "not_granted", "replayed", "expired", "signature"):
+        assert reason not in json.dumps(error).replace("missing or not valid", "")
+
+
+async def test_calls_are_authorized_by_capability(tmp_path: Path) -> None:
+    keys = _Keys()
+    home = tmp_path / "home"
+    proxy = await RawProxy.start(home, "--config", str(_config(tmp_path, keys)))
+    try:
+        await proxy.initialize()
+        # no token at all
+        _assert_denied(await _call(proxy, 1, {"text": "hello"}, None, None))
+        # the attenuated token with a proof of possession
+        ok_args = {"text": "hello world"}
+        ok_pop = keys.pop(ok_args, nonce="n-1")
+        reply = await _call(proxy, 2, ok_args, keys.child, ok_pop)
+        assert reply["result"]["content"][0]["text"] == "hello world"
+        # the same proof again: replay
+        _assert_denied(await _call(proxy, 3, ok_args, keys.child, ok_pop))
+        # arguments that break the child's constraint, with an honest PoP over them
+        bad = {"text": "goodbye"}
+        _assert_denied(await _call(proxy, 4, bad, keys.child, keys.pop(bad)))
+        # a token without its proof
+        _assert_denied(await _call(proxy, 5, ok_args, keys.child, None))
+    finally:
+        assert await proxy.close() == 0
+    store = open_store(None, data_dir=home)
+    try:
+        capability_rules = [r["record"]["rule_ids"] for r in store.tail(50) if r["record"].get("kind") == "capability"]
+    finally:
+        store.close()
+    assert ["capability.ok"] in capability_rules
+    assert ["capability.pop_replayed"] in capability_rules
+    assert ["capability.not_granted"] in capability_rules
+
+
+async def test_tools_list_shows_only_granted_tools(tmp_path: Path) -> None:
+    keys = _Keys()
+    proxy = await RawProxy.start(tmp_path / "home", "--no-audit", "--config", str(_config(tmp_path, keys)))
+    try:
+        await proxy.initialize()
+        names = {}
+        for rid, token in (("child", keys.child), ("root", keys.root), ("none", None), ("junk", "x.y.z")):
+            params = {"_meta": {"io.cisora/capability": token}} if token else {}
+            await proxy.send({"id": rid, "method": "tools/list", "params": params})
+            names[rid] = {t["name"] for t in (await proxy.response(rid))["result"]["tools"]}
+        assert names["child"] == {"echo"}
+        assert "echo" in names["root"] and "fetch_page" in names["root"]
+        assert names["none"] == set() and names["junk"] == set()
+    finally:
+        assert await proxy.close() == 0
+
+
+def test_capability_config_validation() -> None:
+    assert not CapabilitySettings().required
+    with pytest.raises(ValueError, match="trust_anchors"):
+        CapabilitySettings(required=True, audience="x")
+    from mcp_proxy.config import ProxySettings
+
+    with pytest.raises(ValueError, match="inspect"):
+        ProxySettings.model_validate(
+            {"inspect": False, "capability": {"required": True, "audience": "a", "trust_anchors": ["k.jwk"]}}
+        )
+    assert msgspec.json.encode(ProxySettings().capability.model_dump(mode="json")) == (
+        b'{"required":false,"trust_anchors":[],"audience":null}'
+    )
