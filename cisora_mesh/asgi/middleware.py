@@ -32,6 +32,7 @@ import msgspec
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cisora_mesh.auth.capability import CapabilityDenied, CapabilityGate
 from cisora_mesh.config import FailMode
 from cisora_mesh.events import Decision, Event, Finding, JSONValue, ModelOutput, Severity, Subject, Verdict, new_id
 from cisora_mesh.mesh import Mesh
@@ -64,6 +65,12 @@ logger = logging.getLogger("cisora_mesh.asgi")
 EVAL_ERROR_RULE: Final = "ASGI-EVAL-ERROR"
 APPROVAL_HEADER: Final = "cisora-approval"
 ACTOR: Final = "cisora-asgi"
+CAPABILITY_DENIED: Final = ProblemType(
+    403,
+    "capability-denied",
+    "Capability denied",
+    "A capability token and proof of possession that grant this request are required.",
+)
 
 
 class _Disconnected(Exception):
@@ -106,6 +113,8 @@ class CisoraMiddleware:
         fail_mode: FailMode | Literal["open", "closed"] = FailMode.OPEN,
         subject: Callable[[Scope], Subject] = _scope.subject_from_scope,
         approval_header: str = APPROVAL_HEADER,
+        capability_gate: CapabilityGate | None = None,
+        capability_service: str | None = None,
     ) -> None:
         # Explicit checks, not asserts: `python -O` strips asserts (style guide, TrustedHostMiddleware note).
         if max_body_bytes < 0 or max_response_bytes < 0:
@@ -116,6 +125,8 @@ class CisoraMiddleware:
             raise ValueError("stream_mode must be 'redact' or 'alert'")
         if holdback_chars < 1:
             raise ValueError("holdback_chars must be at least 1")
+        if capability_gate is not None and not capability_service:
+            raise ValueError("capability_gate needs capability_service (the <server>/<agent> its resources name)")
         self.app = app
         self.mesh = mesh or Mesh()
         self.policy = policy
@@ -131,6 +142,8 @@ class CisoraMiddleware:
         self.fail_mode = FailMode(fail_mode)
         self.subject = subject
         self.approval_header = approval_header.lower()
+        self.capability_gate = capability_gate
+        self.capability_service = capability_service or ""
         self.stats = MiddlewareStats()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -149,6 +162,12 @@ class CisoraMiddleware:
         subject = self.subject(scope)
         context: dict[str, object] = {"http.method": scope["method"], "http.path": scope["path"]}
         media = _scope.media_type(headers)
+        # Authorization before detection, and fail closed. The body is parsed whatever its declared media type, so
+        # a JSON-RPC call sent as text/plain to a lenient app cannot slip past the gate.
+        gate = self.capability_gate
+        if gate is not None and body and self._capability_denied(gate, body, headers):
+            await problem_response(CAPABILITY_DENIED, request_id=request_id)(scope, receive, send)
+            return
         extracted: Extracted | None = None
         if body and _scope.is_json(media):
             try:
@@ -186,6 +205,14 @@ class CisoraMiddleware:
             await self.app(scope, replay, guard)
         else:
             await self.app(scope, replay, send)
+
+    def _capability_denied(self, gate: CapabilityGate, body: bytes, headers: Headers) -> bool:
+        try:
+            doc = msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            return False  # not JSON, so not a JSON-RPC call the gate covers
+        verdict = gate.check_jsonrpc_body(doc, headers, service=self.capability_service)
+        return isinstance(verdict, CapabilityDenied)
 
     # -- requests ------------------------------------------------------------------------------------------
     async def _read_body(self, receive: Receive, headers: Headers) -> bytes:

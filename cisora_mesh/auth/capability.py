@@ -41,6 +41,7 @@ __all__ = [
     "HEADER_POP",
     "HEADER_TOKEN",
     "META_POP",
+    "META_SKILL",
     "META_TOKEN",
     "PROBLEM_SLUG",
     "CapabilityAllowed",
@@ -58,6 +59,7 @@ logger = logging.getLogger("cisora_mesh.auth.capability")
 
 META_TOKEN: Final = "io.cisora/capability"  # noqa: S105 - a key name, not a secret
 META_POP: Final = "io.cisora/pop"
+META_SKILL: Final = "io.cisora/skill"
 HEADER_TOKEN: Final = "cisora-capability"  # noqa: S105 - a header name, not a secret
 HEADER_POP: Final = "cisora-pop"
 PROBLEM_SLUG: Final = "capability-denied"
@@ -293,6 +295,51 @@ class CapabilityGate:
             if all(any(_ACTION in cap.actions and matches(cap.resource, resource) for cap in c.caps) for c in claims):
                 granted.add(name)
         return granted
+
+    def check_jsonrpc_body(self, doc: object, headers: Mapping[str, str], *, service: str) -> GateResult | None:
+        """Gate an HTTP JSON-RPC body for the ASGI middleware; None when it holds nothing this gate covers.
+
+        MCP `tools/call` is checked against `mcp://<service>/tools/<name>` with credentials from `params._meta`
+        (falling back to the `Cisora-Capability` / `Cisora-PoP` headers). A2A `message/send` is checked against
+        `a2a://<service>/skills/<skill>`, where the skill is `params.metadata["io.cisora/skill"]` (A2A itself has
+        no skill field on a message), the PoP covers `params.message`, and credentials come from the headers. A
+        batch is denied as a whole when any gated message in it is denied, so a batch cannot smuggle a call past.
+        """
+        messages = doc if isinstance(doc, list) else [doc]
+        first: GateResult | None = None
+        for message in messages:
+            result = self._check_message(message, headers, service)
+            if isinstance(result, CapabilityDenied):
+                return result
+            first = first or result
+        return first
+
+    def _check_message(self, message: object, headers: Mapping[str, str], service: str) -> GateResult | None:
+        if not isinstance(message, dict):
+            return None
+        method, params = message.get("method"), message.get("params")
+        if method == "tools/call":
+            token, pop = credentials_from_meta(params)
+            if token is None:
+                token, pop = credentials_from_headers(headers)
+            tool = params.get("name") if isinstance(params, dict) else None
+            if not isinstance(params, dict) or not isinstance(tool, str):
+                return CapabilityDenied(mcp_tool_resource(service, ""))
+            return self.check(
+                mcp_tool_resource(service, tool),
+                token=token,
+                pop=pop,
+                args=params.get("arguments"),
+                method="tools/call",
+            )
+        if method == A2A_METHOD:
+            token, pop = credentials_from_headers(headers)
+            metadata = params.get("metadata") if isinstance(params, dict) else None
+            skill = metadata.get(META_SKILL) if isinstance(metadata, dict) else None
+            if not isinstance(params, dict) or not isinstance(skill, str) or not skill:
+                return CapabilityDenied(a2a_skill_resource(service, ""))
+            return self.check_a2a(service, skill, params.get("message"), token=token, pop=pop)
+        return None
 
     # -- revocation --------------------------------------------------------------------------------------------
 
