@@ -4,9 +4,11 @@
     cisora-mesh refdocs list                                     name, id, size, windows, SHA-256 prefix
     cisora-mesh refdocs remove NAME|ID...
 
-Documents live in `refdocs.db` in the data directory, per tenant (`--tenant`). Outputs and tool results whose
-meaning is close to a stored document (cosine similarity of MiniLM embeddings at or above the configured threshold)
-get a `confidential` finding when the async stages run (`scan --stages full`, or in the background).
+Documents live in `refdocs.db` in the data directory, per tenant (`--tenant`), or in the store named by
+`--store URL` (`sqlite:///abs/path.db`, or `postgresql://...[?schema=NAME]` for a deployment whose tenant data
+lives in PostgreSQL). Outputs and tool results whose meaning is close to a stored document (cosine similarity of
+MiniLM embeddings at or above the configured threshold) get a `confidential` finding when the async stages run
+(`scan --stages full`, or in the background).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING
 from cisora_mesh.cli._common import CliError, add_common_options, load
 
 if TYPE_CHECKING:
-    from cisora_mesh.ml.refdocs import RefDocStore
+    from cisora_mesh.ml.refdocs import RefDocs
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,25 +36,37 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add.add_argument("files", nargs="+", type=Path, metavar="FILE")
     add.add_argument("--name", help="name to store it under (one FILE only; default: the file name)")
     add.add_argument("--replace", action="store_true", help="replace a document of the same name")
-    add_common_options(add)
+    _add_options(add)
     add.set_defaults(handler=run_add)
     listing = actions.add_parser("list", help="list the tenant's reference documents")
-    add_common_options(listing)
+    _add_options(listing)
     listing.set_defaults(handler=run_list)
     remove = actions.add_parser("remove", help="remove reference documents by name or id")
     remove.add_argument("names", nargs="+", metavar="NAME|ID")
-    add_common_options(remove)
+    _add_options(remove)
     remove.set_defaults(handler=run_remove)
 
 
-def _store(args: argparse.Namespace) -> RefDocStore:
+def _add_options(parser: argparse.ArgumentParser) -> None:
+    add_common_options(parser)
+    parser.add_argument(
+        "--store",
+        metavar="URL",
+        help="reference-document store: sqlite:///path.db or postgresql://... (default: refdocs.db in the data dir)",
+    )
+
+
+def _store(args: argparse.Namespace) -> RefDocs:
     _, data_dir = load(args)
-    from cisora_mesh.ml.refdocs import RefDocStore  # numpy/sqlite only when the command runs
+    # numpy/sqlite (and psycopg for PostgreSQL) only when the command runs
+    from cisora_mesh.ml.refdocs import RefDocStoreError, open_refdocs
 
     try:
-        return RefDocStore.in_data_dir(data_dir)
+        return open_refdocs(args.store, data_dir=data_dir)
+    except RefDocStoreError as exc:
+        raise CliError(str(exc)) from None
     except OSError as exc:
-        raise CliError(f"cannot open {data_dir}: {exc}") from None
+        raise CliError(f"cannot open {args.store or data_dir}: {exc}") from None
 
 
 def run_add(args: argparse.Namespace) -> int:

@@ -9,8 +9,9 @@ normalised vectors); a best match at or above `threshold` is a `confidential` fi
 What is stored: the document's name, its SHA-256, its size and the window vectors. Never the text: the data
 directory is not a document store, and the vectors are all the comparison needs.
 
-`RefDocStore` is the SQLite implementation; a store for the PostgreSQL deployment only has to provide the same
-four methods (`add`, `remove`, `list`, `matrix`, plus `generation` for cache invalidation).
+`RefDocStore` is the SQLite implementation; `PostgresRefDocStore` (`cisora_mesh.ml.refdocs_postgres`) provides the
+same methods (`add`, `remove`, `list`, `matrix`, plus `generation` for cache invalidation) for the PostgreSQL
+deployment. `open_refdocs(url, data_dir=...)` picks one from a store URL.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, TypeAlias
+from typing import Final, Protocol, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -63,6 +64,10 @@ CREATE TABLE IF NOT EXISTS refdoc_chunks (
 CREATE TABLE IF NOT EXISTS refdoc_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO refdoc_meta (key, value) VALUES ('generation', 0);
 """
+
+
+class RefDocStoreError(RuntimeError):
+    """The store cannot be opened or used (unreachable server, bad URL, missing privileges)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +184,39 @@ class RefDocStore:
         self._db.execute("UPDATE refdoc_meta SET value = value + 1 WHERE key = 'generation'")
 
 
+class RefDocs(Protocol):
+    """What `EmbeddingDlpStage` and the CLI need from a store, SQLite or PostgreSQL."""
+
+    @property
+    def embedder(self) -> Embedder: ...
+
+    def close(self) -> None: ...
+
+    def add(self, tenant: str, name: str, text: str, *, replace: bool = False) -> RefDoc: ...
+
+    def remove(self, tenant: str, name_or_id: str) -> bool: ...
+
+    def list(self, tenant: str) -> _Docs: ...
+
+    def generation(self) -> int: ...
+
+    def matrix(self, tenant: str) -> tuple[Matrix, _Names]: ...
+
+
+def open_refdocs(url: str | None, *, data_dir: Path, embedder: Embedder | None = None) -> RefDocs:
+    """Open the store named by `url`: None is `refdocs.db` in `data_dir` (the embedded default),
+    ``sqlite:///abs/path.db`` a SQLite file, ``postgresql://...`` PostgreSQL (``?schema=NAME`` selects the schema)."""
+    if url is None:
+        return RefDocStore.in_data_dir(data_dir, embedder)
+    if url.startswith("sqlite:///"):
+        return RefDocStore(Path(url.removeprefix("sqlite://")), embedder)
+    if url.startswith(("postgresql://", "postgres://")):
+        from cisora_mesh.ml.refdocs_postgres import PostgresRefDocStore  # psycopg only for PostgreSQL deployments
+
+        return PostgresRefDocStore(url, embedder)
+    raise RefDocStoreError("unsupported reference-document store URL (use sqlite:///path.db or postgresql://...)")
+
+
 @dataclass(frozen=True, slots=True)
 class Match:
     similarity: float
@@ -192,7 +230,7 @@ class EmbeddingDlpStage:
 
     def __init__(
         self,
-        store: RefDocStore,
+        store: RefDocs,
         embedder: Embedder | None = None,
         *,
         threshold: float = DEFAULT_THRESHOLD,
