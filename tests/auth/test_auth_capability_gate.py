@@ -194,3 +194,23 @@ def test_credentials_and_trust_anchor_files(tmp_path: Path, keys: tuple[SigningK
     assert keys[0].kid in trust and keys[1].kid in trust
     with pytest.raises(ValueError, match="no trust anchors"):
         load_trust_anchors([])
+
+
+def test_revocation_lands_in_the_chained_audit_store(
+    tmp_path: Path, keys: tuple[SigningKey, SigningKey, SigningKey]
+) -> None:
+    from cisora_mesh.audit import open_store
+
+    _, child = _tokens(keys)
+    with open_store(None, data_dir=tmp_path) as store:
+        gate = _gate(keys, audit=store)
+        gate.revoke("child-1", actor="ops")
+        args = {"path": "/srv/pub/a.txt"}
+        pop = make_pop(keys[2], child, method="tools/call", resource=RES, args=args, audience=AUD, now=NOW)
+        assert not gate.check_mcp_call("files", _params(child, pop, args)).allowed
+        records = [entry["record"] for entry in store.tail(10)]
+        assert store.verify().ok
+    assert [(r["kind"], r.get("decision_id"), r.get("to_state"), r.get("actor")) for r in records[:1]] == [
+        ("capability.revocation", "child-1", "revoked", "ops")
+    ]
+    assert records[-1]["kind"] == "capability" and records[-1]["rule_ids"] == ["capability.revoked"]
