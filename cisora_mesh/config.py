@@ -105,6 +105,7 @@ class EmbeddingDlpSettings(_Model):
     enabled: bool = True
     threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.65
     action: Literal["allow", "review", "block"] = "block"
+    store: str | None = None  # None: refdocs.db in the data dir; "postgresql://..." to share across replicas
 
 
 class DetectionSettings(_Model):

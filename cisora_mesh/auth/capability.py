@@ -31,6 +31,7 @@ from capability import (
     RevocationList,
     Verifier,
     decode_chain,
+    descriptor_digest,
 )
 from capability.scopes import matches
 from cisora_mesh.audit.record import AuditRecord
@@ -53,6 +54,7 @@ __all__ = [
     "credentials_from_meta",
     "load_trust_anchors",
     "mcp_tool_resource",
+    "tool_digest",
 ]
 
 logger = logging.getLogger("cisora_mesh.auth.capability")
@@ -111,6 +113,14 @@ def mcp_tool_resource(server: str, tool: str) -> str:
 
 def a2a_skill_resource(agent: str, skill: str) -> str:
     return f"a2a://{agent}/skills/{skill}"
+
+
+def tool_digest(tool: object) -> str | None:
+    """The pin a token names for an approved tool definition (JCS SHA-256); None for a non-JSON definition."""
+    try:
+        return descriptor_digest(tool)
+    except CapabilityError:
+        return None
 
 
 def _str_or_none(value: object) -> str | None:

@@ -76,6 +76,7 @@ def async_stages(config: MeshConfig, data_dir: Path) -> list[AsyncStage]:
     if not ml.enabled:
         return []
     from cisora_mesh.events import Verdict
+    from cisora_mesh.ml.refdocs import RefDocStoreError
     from cisora_mesh.ml.stage import MlUnavailableError, full_stages  # cheap: nothing loads until first use
 
     dlp = config.detection.embedding_dlp
@@ -87,9 +88,10 @@ def async_stages(config: MeshConfig, data_dir: Path) -> list[AsyncStage]:
                 review_at=ml.review_at,
                 dlp_threshold=dlp.threshold,
                 dlp_action=Verdict(dlp.action),
+                dlp_store=dlp.store,
             )
         )
-    except MlUnavailableError as exc:
+    except (MlUnavailableError, RefDocStoreError) as exc:
         raise CliError(str(exc)) from None
 
 

@@ -32,7 +32,7 @@ import numpy as np
 from cisora_mesh.events import ContentKind, Finding, Severity, Verdict
 from cisora_mesh.ml.classifier import Head, load_head
 from cisora_mesh.ml.embedder import Embedder, shared_embedder
-from cisora_mesh.ml.refdocs import DEFAULT_THRESHOLD, EmbeddingDlpStage, RefDocStore
+from cisora_mesh.ml.refdocs import DEFAULT_THRESHOLD, EmbeddingDlpStage, open_refdocs
 from cisora_mesh.ml.segments import segments
 from cisora_mesh.pipeline.base import ScanContext, raise_score
 
@@ -165,8 +165,12 @@ def full_stages(
     review_at: float | None = None,
     dlp_threshold: float | None = None,
     dlp_action: Verdict = Verdict.BLOCK,
+    dlp_store: str | None = None,
 ) -> list[MlStage | EmbeddingDlpStage]:
     """The async stages for `Mesh(async_stages=...)`: the classifier, plus embedding DLP when a data dir is given.
+
+    `dlp_store` names the reference-document store (None: `refdocs.db` in the data dir; `postgresql://...` for
+    many replicas).
 
     Cheap to call (nothing loads until the first event); raises `MlUnavailableError` without the `[ml]` extra.
     """
@@ -175,5 +179,6 @@ def full_stages(
     stages: list[MlStage | EmbeddingDlpStage] = [MlStage(confidence=confidence, review_at=review_at)]
     if data_dir is not None:
         threshold = DEFAULT_THRESHOLD if dlp_threshold is None else dlp_threshold
-        stages.append(EmbeddingDlpStage(RefDocStore.in_data_dir(data_dir), threshold=threshold, action=dlp_action))
+        store = open_refdocs(dlp_store, data_dir=data_dir)
+        stages.append(EmbeddingDlpStage(store, threshold=threshold, action=dlp_action))
     return stages

@@ -203,3 +203,13 @@ def test_stages_full_adds_the_ml_verdict(tmp_path: Path) -> None:
     assert [f["detector"] for f in results["full"]["j"]["findings"]] == ["ml"]
     assert results["full"]["j"]["score"] > results["inline"]["j"]["score"]
     assert results["full"]["c"]["decision"] == "allow"
+
+
+def test_unreachable_reference_store_is_a_one_line_error(tmp_path: Path) -> None:
+    config = tmp_path / "mesh.toml"
+    config.write_text('[detection.embedding_dlp]\nstore = "postgresql://postgres:pw@127.0.0.1:1/none"\n')
+    out = run_cli("scan", "--config", str(config), "--no-audit", "--stages", "full", stdin="hello")
+    assert out.returncode == 2
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in out.stderr
+    assert ":pw@" not in out.stderr  # the store password never reaches the terminal
