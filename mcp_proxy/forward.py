@@ -24,7 +24,7 @@ import msgspec
 from anyio.abc import TaskGroup
 from msgspec import UNSET
 
-from cisora_mesh.auth.capability import CapabilityDenied, credentials_from_meta
+from cisora_mesh.auth.capability import CapabilityDenied, credentials_from_meta, tool_digest
 from mcp_proxy import jsonrpc
 from mcp_proxy.capability import denial as capability_denial
 from mcp_proxy.capability import without_credentials
@@ -163,6 +163,8 @@ class Session:
         self.pins = pins
         self.pending: dict[RequestId, Pending] = {}
         self.hidden: dict[str, str] = {}  # tool name -> why it is hidden (poisoning, pin state)
+        # tool name -> digest of its definition as last listed, for tokens pinned to an approved definition
+        self.descriptors: dict[str, str] = {}
         self._init_frames: list[bytes] = []  # the client's handshake, replayed to a restarted upstream
         self._replays = 0
         self._up_ready = anyio.Event()
@@ -277,6 +279,10 @@ class Session:
                 params = jsonrpc.load(env.params) if len(env.params) else None
                 pending.complete_listing = not (isinstance(params, dict) and params.get("cursor"))
                 pending.capability_token = credentials_from_meta(params)[0]
+                stripped = without_credentials(params) if isinstance(params, dict) else None
+                if stripped is not None:  # the upstream never needs the caller's token
+                    await self._to_up.now([("up", _replace(env, params=stripped), rid)])
+                    return
             await self._to_up.now([("up", frame, rid)])
             return
         if env.is_notification:
@@ -303,7 +309,7 @@ class Session:
         gate = self.inspector.capability if self.inspector is not None else None
         if gate is not None:
             # Authorization first and fail closed: nothing else about a call matters if its bearer may not make it.
-            verdict = gate.check_mcp_call(self.server, params)
+            verdict = gate.check_mcp_call(self.server, params, descriptor_digest=self.descriptors.get(tool))
             if isinstance(verdict, CapabilityDenied):
                 self.pending.pop(rid, None)
                 refused = capability_denial(verdict, self.server, tool)
@@ -436,6 +442,13 @@ class Session:
             else:
                 self.hidden.pop(name, None)
         gate = self.inspector.capability if self.inspector is not None else None
+        if gate is not None:
+            for tool in tools:
+                digest = tool_digest(tool)
+                if digest is not None:
+                    self.descriptors[str(tool.get("name"))] = digest
+                else:
+                    self.descriptors.pop(str(tool.get("name")), None)
         # Tools the caller's token does not grant are left out of this answer only, not added to `hidden`: they are
         # not unapproved, and another caller's token may grant them (each call is verified on its own anyway).
         ungranted = listed - gate.granted_tools(self.server, listed, pending.capability_token) if gate else set()

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 from proxy_support import RawProxy
 
-from capability import Prefix, SigningKey, attenuate, capability, issue, make_pop
+from capability import Prefix, SigningKey, attenuate, capability, descriptor_digest, issue, make_pop
 from cisora_mesh.audit import open_store
 from mcp_proxy.config import CapabilitySettings
 
@@ -126,6 +126,42 @@ async def test_tools_list_shows_only_granted_tools(tmp_path: Path) -> None:
         assert names["child"] == {"echo"}
         assert "echo" in names["root"] and "fetch_page" in names["root"]
         assert names["none"] == set() and names["junk"] == set()
+    finally:
+        assert await proxy.close() == 0
+
+
+async def test_token_pinned_to_the_listed_tool_definition(tmp_path: Path) -> None:
+    keys = _Keys()
+    proxy = await RawProxy.start(tmp_path / "home", "--no-audit", "--config", str(_config(tmp_path, keys)))
+
+    def pinned(pin: str) -> str:
+        return attenuate(
+            keys.root,
+            keys.a,
+            holder=keys.b.public,
+            now=int(time.time()) - 5,
+            ttl=600,
+            capabilities=[capability(ECHO, ["call"], pin=pin)],
+        )
+
+    def pop(token: str, args: dict[str, Any]) -> str:
+        return make_pop(
+            keys.b, token, method="tools/call", resource=ECHO, args=args, audience=AUD, now=int(time.time())
+        )
+
+    try:
+        await proxy.initialize()
+        args = {"text": "hi"}
+        good_before_listing = pinned(descriptor_digest({"name": "echo"}))
+        # no tools/list seen yet in this session: a pinned right has nothing to match (fail closed)
+        _assert_denied(await _call(proxy, "early", args, good_before_listing, pop(good_before_listing, args)))
+        await proxy.send({"id": "l", "method": "tools/list", "params": {"_meta": {"io.cisora/capability": keys.root}}})
+        echo = next(t for t in (await proxy.response("l"))["result"]["tools"] if t["name"] == "echo")
+        good = pinned(descriptor_digest(echo))
+        reply = await _call(proxy, "ok", args, good, pop(good, args))
+        assert reply["result"]["content"][0]["text"] == "hi"
+        changed = pinned(descriptor_digest({**echo, "description": "something else"}))
+        _assert_denied(await _call(proxy, "changed", args, changed, pop(changed, args)))
     finally:
         assert await proxy.close() == 0
 
