@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
-from proxy_support import RawProxy
+from proxy_support import ECHO as ECHO_SERVER
+from proxy_support import PY, ROOT, RawProxy
 
 from capability import Prefix, SigningKey, attenuate, capability, descriptor_digest, issue, make_pop
 from cisora_mesh.audit import open_store
@@ -162,6 +165,45 @@ async def test_token_pinned_to_the_listed_tool_definition(tmp_path: Path) -> Non
         assert reply["result"]["content"][0]["text"] == "hi"
         changed = pinned(descriptor_digest({**echo, "description": "something else"}))
         _assert_denied(await _call(proxy, "changed", args, changed, pop(changed, args)))
+    finally:
+        assert await proxy.close() == 0
+
+
+async def test_multi_server_router_applies_the_gate_per_server(tmp_path: Path) -> None:
+    keys = _Keys()  # grants only mcp://mcp_echo_server/..., so name the routed server alike
+    config = _config(tmp_path, keys)
+    config.write_text(
+        config.read_text() + f'[[proxy.servers]]\nname = "{SERVER}"\ncommand = ["{PY}", "{ECHO_SERVER}"]\n'
+        f'[[proxy.servers]]\nname = "other"\ncommand = ["{PY}", "{ECHO_SERVER}"]\n'
+    )
+    proc = await asyncio.create_subprocess_exec(
+        PY,
+        "-m",
+        "cisora_mesh",
+        "proxy",
+        "stdio",
+        "--no-audit",
+        "--config",
+        str(config),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=str(ROOT),
+        env={**os.environ, "CISORA_MESH_HOME": str(tmp_path / "home")},
+    )
+    proxy = RawProxy(proc)
+    try:
+        await proxy.initialize()
+        await proxy.send({"id": "l", "method": "tools/list", "params": {"_meta": {"io.cisora/capability": keys.child}}})
+        assert {t["name"] for t in (await proxy.response("l"))["result"]["tools"]} == {f"{SERVER}__echo"}
+        args = {"text": "hello router"}
+        meta = {"io.cisora/capability": keys.child, "io.cisora/pop": keys.pop(args)}
+        await proxy.send(
+            {"id": 1, "method": "tools/call", "params": {"name": f"{SERVER}__echo", "arguments": args, "_meta": meta}}
+        )
+        assert (await proxy.response(1))["result"]["content"][0]["text"] == "hello router"
+        await proxy.send({"id": 2, "method": "tools/call", "params": {"name": "other__echo", "arguments": args}})
+        assert (await proxy.response(2))["error"]["code"] == -32013
     finally:
         assert await proxy.close() == 0
 
