@@ -45,6 +45,15 @@ def compile_linear(pattern: str, *, name: str = "pattern") -> re2._Regexp:
     return compiled
 
 
+def match_subject(text: str) -> str | bytes:
+    """What to hand RE2 for `text`: ASCII text as bytes, where byte offsets are character offsets.
+
+    Matching bytes skips the binding's per-match UTF-8-to-character offset conversion, which grows with the text and
+    dominates when there are many matches.
+    """
+    return text.encode("ascii") if text.isascii() else text
+
+
 class PatternSet:
     """Many patterns matched in (close to) one pass.
 
@@ -76,13 +85,15 @@ class PatternSet:
         hits = self._set.Match(text)
         return sorted(hits) if hits else []
 
+    def regex(self, index: int) -> re2._Regexp:
+        """The compiled pattern at `index` (to find its spans after `matching` reported it)."""
+        return self._compiled[index]
+
     def find(self, text: str) -> Iterator[tuple[int, int, int]]:
         indices = self.matching(text)
         if not indices:
             return
-        # On ASCII text byte offsets are character offsets; matching bytes skips the wrapper's per-match
-        # UTF-8-to-character conversion, which grows with the text and dominates when there are many matches.
-        subject: str | bytes = text.encode("ascii") if text.isascii() else text
+        subject = match_subject(text)
         for index in indices:
             for match in self._compiled[index].finditer(subject):
                 yield index, match.start(), match.end()

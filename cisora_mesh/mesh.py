@@ -28,6 +28,9 @@ from cisora_mesh.errors import ConfigError
 from cisora_mesh.events import Decision, Event, Verdict
 from cisora_mesh.pipeline.base import ScanContext, Stage
 from cisora_mesh.pipeline.runner import Pipeline, decide, run_stages
+from cisora_mesh.pipeline.stages.dlp import DlpStage
+from cisora_mesh.pipeline.stages.normalize import NormalizeStage
+from cisora_mesh.pipeline.stages.signatures import SignatureStage
 
 if TYPE_CHECKING:
     from cisora_mesh.policy.engine import PolicyEngine
@@ -86,10 +89,6 @@ async def _wait(future: Future[Any]) -> None:
 
 def default_stages() -> list[Stage]:
     """The inline stages, in order: normalisation first (everything else reads its output)."""
-    from cisora_mesh.pipeline.stages.dlp import DlpStage
-    from cisora_mesh.pipeline.stages.normalize import NormalizeStage
-    from cisora_mesh.pipeline.stages.signatures import SignatureStage
-
     return [NormalizeStage(), SignatureStage(), DlpStage()]
 
 

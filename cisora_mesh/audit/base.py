@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Protocol
 
 from cisora_mesh.audit.record import AuditRecord
-from cisora_mesh.events import Decision, Event
+from cisora_mesh.mesh import AuditSink as DecisionSink
 
 
-class AuditSink(Protocol):
-    """Where decisions go before they are enforced. Each method returns only once the record is durable."""
+class AuditSink(DecisionSink, Protocol):
+    """A `Mesh` audit sink that also takes ready-made records (lifecycle transitions, revocations).
 
-    def append_decision(self, decision: Decision, event: Event) -> int: ...
+    Each method returns only once the record is durable.
+    """
 
     def append_record(self, record: AuditRecord) -> int: ...
-
-    def close(self) -> None: ...

@@ -8,10 +8,10 @@ dropped, so redacting already redacted text with the same (or re-detected) spans
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
-from cisora_mesh.events import Finding
+from cisora_mesh.events import Finding, Rewrite
 
 MARKER_PREFIX: Final = "[REDACTED:"
 _MARKER: Final = re.compile(r"\[REDACTED:[A-Za-z0-9_\-]+\]")
@@ -64,3 +64,18 @@ def finding_spans(findings: Iterable[Finding], location: str = "") -> list[Span]
         for f in findings
         if f.location == location and f.start is not None and f.end is not None and f.label
     ]
+
+
+def rewrites(
+    findings: Iterable[Finding], texts: Mapping[str, str], wanted: Callable[[Finding], bool]
+) -> tuple[Rewrite, ...]:
+    """One `Rewrite` per location: its text (from `texts`) with the spans of the `wanted` findings redacted."""
+    spans: dict[str, list[Span]] = {}
+    for f in findings:
+        if f.start is not None and f.end is not None and wanted(f):
+            spans.setdefault(f.location, []).append((f.start, f.end, f.label or "SENSITIVE"))
+    return tuple(
+        Rewrite(location=location, text=redact(texts[location], located))
+        for location, located in spans.items()
+        if location in texts
+    )

@@ -21,6 +21,7 @@ from typing import Final
 from cisora_mesh.config import FailMode, TenantPolicy
 from cisora_mesh.events import Decision, Event, Finding, Rewrite, Severity, StageTiming, Verdict
 from cisora_mesh.pipeline.base import ScanContext, Stage
+from cisora_mesh.pipeline.redaction import rewrites
 
 logger = logging.getLogger("cisora_mesh.pipeline")
 
@@ -103,15 +104,5 @@ def event_type(event: Event) -> str:
 
 
 def _rewrites(ctx: ScanContext) -> tuple[Rewrite, ...]:
-    from cisora_mesh.pipeline.redaction import redact
-
-    spans: dict[str, list[tuple[int, int, str]]] = {}
-    for finding in ctx.findings:
-        if finding.action is Verdict.REDACT and finding.start is not None and finding.end is not None:
-            spans.setdefault(finding.location, []).append((finding.start, finding.end, finding.label or "SENSITIVE"))
     texts = {t.location: t.content.text for t in ctx.texts if t.derived is None}
-    return tuple(
-        Rewrite(location=location, text=redact(texts[location], located))
-        for location, located in spans.items()
-        if location in texts
-    )
+    return rewrites(ctx.findings, texts, lambda f: f.action is Verdict.REDACT)

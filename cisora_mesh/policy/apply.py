@@ -18,7 +18,7 @@ import msgspec
 
 from cisora_mesh.events import Decision, Event, Rewrite, Verdict
 from cisora_mesh.mesh import Mesh
-from cisora_mesh.pipeline.redaction import redact
+from cisora_mesh.pipeline.redaction import rewrites
 from cisora_mesh.policy.engine import PolicyEngine, PolicyResult
 
 
@@ -66,16 +66,10 @@ def merge_result(decision: Decision, event: Event, result: PolicyResult) -> Deci
 
 def redaction_rewrites(decision: Decision, event: Event) -> tuple[Rewrite, ...]:
     """Rewrites for every finding that has a span and a redaction label (DLP-style findings)."""
-    spans: dict[str, list[tuple[int, int, str]]] = {}
-    for f in decision.findings:
-        if f.start is not None and f.end is not None and (f.label is not None or f.action is Verdict.REDACT):
-            spans.setdefault(f.location, []).append((f.start, f.end, f.label or "SENSITIVE"))
-    if not spans:
-        return ()
+    if not any(f.start is not None for f in decision.findings):
+        return ()  # nothing to rewrite: skip walking the event's contents
     texts = {c.location: c.text for c in event.contents()}
-    return tuple(
-        Rewrite(location=loc, text=redact(texts[loc], located)) for loc, located in spans.items() if loc in texts
-    )
+    return rewrites(decision.findings, texts, lambda f: f.label is not None or f.action is Verdict.REDACT)
 
 
 class PolicyMesh:

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from cisora_mesh._regex import PatternSet, compile_linear
+from cisora_mesh._regex import PatternSet, match_subject
 from cisora_mesh.events import ContentKind, Finding
 from cisora_mesh.pipeline.base import ScanContext, ScanText, raise_score
 from cisora_mesh.pipeline.scoring import ScoreModel, load_model
@@ -59,8 +59,6 @@ class SignatureStage:
     def __init__(self, signatures: Sequence[Signature] = SIGNATURES, model: ScoreModel | None = None) -> None:
         self._signatures = tuple(signatures)
         self._set = PatternSet([s.pattern for s in self._signatures], names=[s.rule_id for s in self._signatures])
-        # Per-rule regexes for spans, run only for the rules the set pass reported.
-        self._compiled = [compile_linear(s.pattern, name=s.rule_id) for s in self._signatures]
         self.model = model if model is not None else load_model()
 
     # -- matching -----------------------------------------------------------------------------------------------
@@ -72,14 +70,12 @@ class SignatureStage:
         indices = self._set.matching(text)
         if not indices:
             return out
-        # The RE2 binding encodes a str to UTF-8 and maps byte offsets back to characters on every call; for ASCII
-        # text (the normaliser's fast path, most traffic) bytes and characters coincide, so encode once instead.
-        subject: str | bytes = text.encode("ascii") if text.isascii() else text
+        subject = match_subject(text)
         for index in indices:
             sig = self._signatures[index]
             if not _applies(sig, kind):
                 continue
-            regex = self._compiled[index]
+            regex = self._set.regex(index)
             spans = 0
             for match in regex.finditer(subject):
                 if sig.candidate:
@@ -110,7 +106,7 @@ class SignatureStage:
             sig = self._signatures[index]
             if sig.candidate or not _applies(sig, kind):
                 continue
-            match = self._compiled[index].search(text)
+            match = self._set.regex(index).search(text)
             if match is not None:
                 out.append(Hit(sig, match.start(), match.end()))
         return out
