@@ -1,9 +1,11 @@
 """The audit store: an append-only RFC 9162 Merkle log of audit records, with signed checkpoints.
 
-Appends go through one writer thread per store ("group commit"): callers enqueue records and block on a
-future; the writer drains whatever is queued, appends it all in one database transaction and resolves every
-future only after COMMIT returned, i.e. after the batch is durable. Throughput then scales with concurrency
-instead of paying one fsync per record, and no caller is ever acknowledged early.
+Appends go through one writer thread per store ("group commit"): callers enqueue records and get a future
+(the blocking `append_*` calls wait on it, `aappend_*` await it); the writer drains whatever is queued, appends
+it all in one database transaction and resolves every future only after COMMIT returned, i.e. after the batch is
+durable. Throughput then scales with the number of records in flight (concurrent callers, or one caller keeping
+several futures open) instead of paying one fsync per record, and no caller is ever acknowledged early. At most
+``max_pending`` records are in flight: beyond that, enqueueing waits (backpressure) instead of growing the queue.
 
 Inside the transaction the head row is locked first (see `backends.base`), so the index sequence has no gaps
 or forks even with several processes or replicas appending to one database.
@@ -11,15 +13,18 @@ or forks even with several processes or replicas appending to one database.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from pathlib import Path
 from typing import IO, Any, Final
 
+import anyio
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -32,7 +37,6 @@ from cisora_mesh.audit.merkle import (
     CompactRange,
     consistency_path,
     inclusion_path,
-    leaf_hash,
     root_of,
 )
 from cisora_mesh.audit.proofs import ConsistencyProof as ConsistencyProof
@@ -45,17 +49,38 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINT_EVERY: Final = 1000
 _MAX_BATCH: Final = 8192  # records per transaction: bounds lock hold time and memory, still amortises fsync
+# Records accepted but not yet acknowledged (queued or being committed) before `submit` makes its caller wait: a
+# producer faster than the disk is slowed down instead of growing the queue without limit. Room for one full
+# batch being committed plus a few queued behind it, so the bound never costs throughput.
+DEFAULT_MAX_PENDING: Final = 4 * _MAX_BATCH
 
 
 class _Job:
-    __slots__ = ("future", "records")
+    __slots__ = ("future", "records", "single")
 
-    def __init__(self, records: list[tuple[str, bytes]] | None) -> None:
+    def __init__(self, records: list[tuple[str, bytes]] | None, *, single: bool = False) -> None:
         self.records = records  # None: sign a checkpoint at this point of the sequence
+        self.single = single  # resolve to the one record's index instead of a list of indices
         self.future: Future[Any] = Future()
 
 
-_STOP: Final = _Job(None)
+def _settle(future: Future[Any], result: Any = None, error: BaseException | None = None) -> None:
+    try:
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+    except InvalidStateError:
+        pass  # the caller cancelled its future (e.g. an awaiting task was cancelled); the record stays appended
+
+
+async def _await_future(future: Future[Any]) -> Any:
+    """Await a future resolved by the writer thread: natively under asyncio, from a worker thread otherwise."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return await anyio.to_thread.run_sync(future.result)
+    return await asyncio.wrap_future(future)
 
 
 class AuditStore:
@@ -69,19 +94,37 @@ class AuditStore:
         checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY,
         checkpoint_interval: float | None = None,
         checkpoint_on_close: bool = True,
+        max_pending: int = DEFAULT_MAX_PENDING,
     ) -> None:
+        if max_pending < 1:
+            raise ValueError("max_pending must be at least 1")
         self._backend = backend
         self._checkpoint_on_close = checkpoint_on_close
         self._keys = keyring
         self._digest_key: bytes | None = None
         self._every = checkpoint_every if checkpoint_every and checkpoint_every > 0 else None
         self._interval = checkpoint_interval
+        self._max_pending = max_pending
+        # Checked once: a runtime-checkable Protocol isinstance() walks the protocol's attributes every call.
+        self._server_side = backend if isinstance(backend, ServerSideAppender) else None
         self.log_id = backend.setup()
         self.origin = f"cisora-mesh/audit/{self.log_id}"
-        self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        # The queue between callers and the writer thread. One lock guards it; the writer waits on `_work`,
+        # callers short of room wait on `_room`. A caller wakes the writer only when the writer asked for it
+        # (`_waiting`) and the queue reached the size it asked for (`_wake_at`), so a stream of records costs
+        # one wake-up per batch, not one per record (each wake-up is a thread switch fighting for the GIL).
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._room = threading.Condition(self._lock)
+        self._jobs: deque[_Job] = deque()
+        self._queued = 0  # records in _jobs
+        self._pending = 0  # records accepted and not yet acknowledged (queued + being committed)
+        self._waiting = False
+        self._wake_at = 1
+        self._stopping = False
         self._closed = False
-        self._close_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._writer_ident: int | None = None
         self._last_batch = 1  # records in the previous batch (group-commit linger heuristic)
         self._last_commit = 0.0  # seconds the previous commit took
         self._start_lock = threading.Lock()
@@ -90,6 +133,12 @@ class AuditStore:
     def backend(self) -> Backend:
         """The storage backend (e.g. for `PostgresBackend.grant_tenant_reader`)."""
         return self._backend
+
+    @property
+    def pending(self) -> int:
+        """Records accepted but not yet durable (queued or being committed); at most ``max_pending`` plus one
+        caller's batch."""
+        return self._pending
 
     # --- writing ------------------------------------------------------------------------------------------
 
@@ -100,41 +149,76 @@ class AuditStore:
                     self._thread = threading.Thread(target=self._run, name="cisora-audit-writer", daemon=True)
                     self._thread.start()
 
-    def _submit(self, job: _Job) -> Future[Any]:
-        if self._closed:
-            raise StoreError("audit store is closed")
+    def _enqueue(self, job: _Job, *, wait: bool) -> bool:
+        """Queue ``job``; with ``wait``, first block while ``max_pending`` records are in flight. Without it,
+        return False instead of blocking. A single batch larger than the bound is let through once the queue is
+        empty, and the writer thread itself (a done-callback appending) never waits on itself."""
+        n = len(job.records) if job.records is not None else 0
         self._ensure_writer()
-        self._queue.put(job)
+        with self._lock:
+            if self._closed:
+                raise StoreError("audit store is closed")
+            if n and self._pending and self._pending + n > self._max_pending:
+                if not wait:
+                    return False
+                if threading.get_ident() != self._writer_ident:
+                    while self._pending and self._pending + n > self._max_pending:
+                        self._room.wait()
+                        if self._closed:
+                            raise StoreError("audit store is closed")
+            self._pending += n
+            self._queued += n
+            self._jobs.append(job)
+            if self._waiting and (self._queued >= self._wake_at or not n):
+                self._work.notify()
+        return True
+
+    def _submit(self, job: _Job) -> Future[Any]:
+        self._enqueue(job, wait=True)
+        return job.future
+
+    async def _asubmit(self, job: _Job) -> Future[Any]:
+        if not self._enqueue(job, wait=False):
+            # Full: wait for room in a worker thread, so the event loop keeps running meanwhile.
+            await anyio.to_thread.run_sync(self._submit, job)
         return job.future
 
     def submit(self, records: Iterable[AuditRecord]) -> Future[list[int]]:
-        """Enqueue records; the future resolves to their indices once they are durable."""
+        """Enqueue records; the future resolves to their indices once they are durable.
+
+        Blocks (backpressure) while ``max_pending`` records are already in flight; see `aappend_record`.
+        """
         return self._submit(_Job([(r.tenant, r.canonical()) for r in records]))
+
+    def submit_record(self, record: AuditRecord) -> Future[int]:
+        """Enqueue one record; the future resolves to its index once it is durable (blocks like `submit`)."""
+        return self._submit(_Job([(record.tenant, record.canonical())], single=True))
 
     def append_many(self, records: Iterable[AuditRecord]) -> list[int]:
         result: list[int] = self.submit(records).result()
         return result
 
     def append_record(self, record: AuditRecord) -> int:
-        return self.append_many((record,))[0]
+        result: int = self.submit_record(record).result()
+        return result
+
+    async def aappend_record(self, record: AuditRecord) -> int:
+        """`append_record` for async code: returns the index once the record is durable, never blocking the
+        event loop, not even for backpressure. Cancelling the caller does not withdraw a record already queued."""
+        future = await self._asubmit(_Job([(record.tenant, record.canonical())], single=True))
+        result: int = await _await_future(future)
+        return result
 
     def append_decision(self, decision: Decision, event: Event, *, policy_version: str | None = None) -> int:
         return self.append_record(self._decision_record(decision, event, policy_version))
 
+    async def aappend_decision(self, decision: Decision, event: Event, *, policy_version: str | None = None) -> int:
+        """`append_decision` for async code (see `aappend_record`)."""
+        return await self.aappend_record(self._decision_record(decision, event, policy_version))
+
     def submit_decision(self, decision: Decision, event: Event) -> Future[int]:
         """Enqueue a decision; the future resolves to its index once durable (async callers await it)."""
-        batch = self.submit((self._decision_record(decision, event, None),))
-        single: Future[int] = Future()
-
-        def _done(done: Future[list[int]]) -> None:
-            error = done.exception()
-            if error is not None:
-                single.set_exception(error)
-            else:
-                single.set_result(done.result()[0])
-
-        batch.add_done_callback(_done)
-        return single
+        return self.submit_record(self._decision_record(decision, event, None))
 
     def _decision_record(self, decision: Decision, event: Event, policy_version: str | None) -> AuditRecord:
         if self._digest_key is None:
@@ -167,48 +251,61 @@ class AuditStore:
         result: cpmod.SignedCheckpoint = self._submit(_Job(None)).result()
         return result
 
+    def _take(self, interval: float | None) -> tuple[list[_Job], int, bool, bool]:
+        """Wait for work and take the next batch: (jobs, records in them, a checkpoint was asked for, stop after
+        this batch)."""
+        with self._lock:
+            if not self._jobs and not self._stopping:
+                self._waiting, self._wake_at = True, 1
+                self._work.wait(interval)
+                self._waiting = False
+            jobs: list[_Job] = []
+            count = 0
+            signs = False
+            if self._jobs:
+                # Group commit: take whatever queued up while the previous batch was committing. If fewer
+                # records are waiting than last time, the other callers are most likely just being woken up by
+                # the previous commit: linger briefly (a fraction of a commit) so they share this one instead of
+                # each paying for a transaction of their own. One wake-up ends the linger, when the queue is
+                # back to the previous batch's size. A lone caller (previous batch 1) never lingers.
+                want = min(self._last_batch, _MAX_BATCH)
+                linger = min(self._last_commit * 0.5, 0.002)
+                if self._queued < want and linger > 0 and not self._stopping:
+                    self._waiting, self._wake_at = True, want
+                    self._work.wait(linger)
+                    self._waiting = False
+                while self._jobs and count < _MAX_BATCH:
+                    job = self._jobs.popleft()
+                    jobs.append(job)
+                    if job.records is not None:
+                        count += len(job.records)
+                    else:
+                        signs = True
+                self._queued -= count
+                self._last_batch = max(count, 1)
+            return jobs, count, signs, self._stopping and not self._jobs
+
     def _run(self) -> None:
+        self._writer_ident = threading.get_ident()
         interval = self._interval
         last_cp = time.monotonic()
         dirty = False  # records committed since the last checkpoint (an idle log needs no new checkpoint)
         while True:
-            try:
-                first = self._queue.get(timeout=interval) if interval else self._queue.get()
-            except queue.Empty:
-                first = None
-            jobs: list[_Job] = []
-            stop = first is _STOP
-            if first is not None and not stop:
-                jobs.append(first)
-                count = len(first.records or ())
-                # Drain what queued up while the previous batch was committing: this is the group commit.
-                # If fewer callers are waiting than last time, the others are most likely just being woken up
-                # by the previous commit: linger briefly (a fraction of a commit) so they share this one
-                # instead of each paying for a transaction of their own. A lone caller never lingers.
-                linger_until = time.monotonic() + min(self._last_commit * 0.5, 0.002)
-                while count < _MAX_BATCH:
-                    try:
-                        if count < self._last_batch:
-                            timeout = linger_until - time.monotonic()
-                            job = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
-                        else:
-                            job = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if job is _STOP:
-                        stop = True
-                        break
-                    jobs.append(job)
-                    count += len(job.records or ())
-                self._last_batch = count
-            dirty = dirty or any(j.records for j in jobs)
+            jobs, count, signs, stop = self._take(interval)
+            dirty = dirty or count > 0
             if interval is not None and dirty and time.monotonic() - last_cp >= interval:
                 jobs.append(_Job(None))  # a timed checkpoint nobody waits for
-            began = time.monotonic()
-            committed = bool(jobs) and self._commit(jobs)
+                signs = True
+            committed = False
             if jobs:
+                began = time.monotonic()
+                committed = self._commit(jobs)
                 self._last_commit = time.monotonic() - began
-            if committed and any(j.records is None for j in jobs):
+            if count:
+                with self._lock:
+                    self._pending -= count
+                    self._room.notify_all()
+            if committed and signs:
                 last_cp = time.monotonic()
                 dirty = False
             if stop:
@@ -224,48 +321,52 @@ class AuditStore:
         return signed
 
     def _commit(self, jobs: list[_Job]) -> bool:
-        if isinstance(self._backend, ServerSideAppender):
-            return self._commit_server_side(self._backend, jobs)
+        if self._server_side is not None:
+            return self._commit_server_side(self._server_side, jobs)
         now = time.time()
         every = self._every
         results: list[Any] = []
+        sha256 = hashlib.sha256
         try:
             with self._backend.write() as tx:
                 head = tx.head()
                 cr = CompactRange.from_bytes(head.size, head.compact)
+                append = cr.append
                 prev = head.last_leaf
                 rows: list[tuple[int, str, bytes, bytes]] = []
+                add_row = rows.append
                 for job in jobs:
                     if job.records is None:
                         results.append(self._sign(tx, cr, now))
                         continue
-                    indices = []
+                    first = cr.size
                     for tenant, record in job.records:
                         idx = cr.size
                         data = encode_entry(idx, prev, record, tenant)
-                        lh = leaf_hash(data)
-                        cr.append(lh)
-                        rows.append((idx, tenant, data, lh))
-                        indices.append(idx)
+                        # RFC 9162 section 2.1.1 leaf hash, SHA-256(0x00 || entry), as `merkle.leaf_hash` (inlined:
+                        # this loop is the per-record cost of the writer thread).
+                        lh = sha256(b"\x00" + data).digest()
+                        append(lh)
+                        add_row((idx, tenant, data, lh))
                         prev = lh
                         if every is not None and cr.size % every == 0:
                             self._sign(tx, cr, now)
-                    results.append(indices)
+                    results.append(first if job.single else list(range(first, cr.size)))
                 if rows:
                     tx.insert_entries(rows)
                     tx.set_head(Head(cr.size, prev, cr.to_bytes()))
         except AuditError as exc:
             for job in jobs:
-                job.future.set_exception(exc)
+                _settle(job.future, error=exc)
             return False
         except Exception as exc:  # noqa: BLE001 - any driver error must reach the blocked callers, typed
             err = StoreError(f"audit append failed ({type(exc).__name__}: {exc})")
             for job in jobs:
-                job.future.set_exception(err)
+                _settle(job.future, error=err)
             return False
         # Only now, after COMMIT returned, is anyone told their index.
         for job, result in zip(jobs, results, strict=True):
-            job.future.set_result(result)
+            _settle(job.future, result)
         return True
 
     def _commit_server_side(self, backend: ServerSideAppender, jobs: list[_Job]) -> bool:
@@ -281,7 +382,7 @@ class AuditStore:
             first, crossed = backend.append_batch([item for job in run for item in job.records or ()], self._every or 0)
             for job in run:
                 n = len(job.records or ())
-                done.append((job, list(range(first, first + n))))
+                done.append((job, first if job.single else list(range(first, first + n))))
                 first += n
             run.clear()
             if crossed:
@@ -312,12 +413,12 @@ class AuditStore:
             finished = {id(job) for job, _ in done}
             for job in jobs:
                 if id(job) not in finished:
-                    job.future.set_exception(err)
+                    _settle(job.future, error=err)
             for job, result in done:
-                job.future.set_result(result)
+                _settle(job.future, result)
             return False
         for job, result in done:
-            job.future.set_result(result)
+            _settle(job.future, result)
         return True
 
     # --- reading ------------------------------------------------------------------------------------------
@@ -430,22 +531,22 @@ class AuditStore:
     # --- lifecycle ----------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        with self._close_lock:
+        """Commit everything already accepted, sign a final checkpoint (see `open_store`), then close. Callers
+        still waiting for room in the queue get `StoreError`."""
+        with self._lock:
             if self._closed:
                 return
-            self._closed = True
+            self._closed = self._stopping = True
+            self._work.notify()
+            self._room.notify_all()
         if self._thread is not None:
-            self._queue.put(_STOP)
             self._thread.join()
-        # A caller that passed the closed check just as we closed may have queued behind _STOP: fail it rather
-        # than leave it blocked forever.
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is not _STOP:
-                job.future.set_exception(StoreError("audit store is closed"))
+        # Nothing can be queued after `_closed` was set, and the writer drains the queue before it stops; this
+        # only matters if the writer thread died: fail its callers rather than leave them blocked forever.
+        with self._lock:
+            left, self._jobs = list(self._jobs), deque()
+        for job in left:
+            _settle(job.future, error=StoreError("audit store is closed"))
         self._backend.close()
 
     def __enter__(self) -> AuditStore:
@@ -463,6 +564,7 @@ def open_store(
     checkpoint_interval: float | None = None,
     checkpoint_on_close: bool = True,
     create: bool = True,
+    max_pending: int = DEFAULT_MAX_PENDING,
 ) -> AuditStore:
     """Open (creating if needed) the audit store named by ``url``.
 
@@ -470,7 +572,8 @@ def open_store(
     ``schema=NAME`` query parameter selects the schema). Keys live in ``data_dir/keys``. With
     ``create=False`` a missing SQLite file is an error instead of a new empty log (verifiers use this).
     Checkpoints are signed every ``checkpoint_every`` entries, every ``checkpoint_interval`` seconds if the log
-    grew, on demand, and (``checkpoint_on_close``) when a store that appended something is closed.
+    grew, on demand, and (``checkpoint_on_close``) when a store that appended something is closed. At most
+    ``max_pending`` records wait for their commit; beyond that `AuditStore.submit` blocks its caller.
     """
     keyring = KeyRing(data_dir / "keys")
     backend: Backend
@@ -497,6 +600,7 @@ def open_store(
             checkpoint_every=checkpoint_every,
             checkpoint_interval=checkpoint_interval,
             checkpoint_on_close=checkpoint_on_close,
+            max_pending=max_pending,
         )
     except BaseException:
         backend.close()

@@ -1,0 +1,166 @@
+"""Pipelined callers: one future per record, bounded in-flight records (backpressure), the async entry points."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import pytest
+from audit_testutil import make_record
+
+from cisora_mesh.audit import AuditStore, StoreError, open_store
+from cisora_mesh.events import ContentKind, ContentScan, Decision, Subject, Verdict
+
+
+class Gate:
+    """Holds the writer thread before each commit until opened, and counts the commits."""
+
+    def __init__(self, store: AuditStore) -> None:
+        self.opened = threading.Event()
+        self.entered = threading.Event()
+        self.batches: list[int] = []
+        commit: Callable[[list[Any]], bool] = store._commit
+
+        def gated(jobs: list[Any]) -> bool:
+            self.entered.set()
+            assert self.opened.wait(10), "test gate never opened"
+            self.batches.append(sum(len(j.records or ()) for j in jobs))
+            return commit(jobs)
+
+        store._commit = gated  # type: ignore[method-assign]
+
+
+@pytest.fixture
+def small_store(tmp_path: Path) -> Iterator[AuditStore]:
+    store = open_store(None, data_dir=tmp_path, max_pending=4)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.005)
+
+
+def test_submit_waits_for_room_when_max_pending_records_are_in_flight(small_store: AuditStore) -> None:
+    gate = Gate(small_store)
+    futures: list[Future[int]] = [small_store.submit_record(make_record(i)) for i in range(4)]
+    assert small_store.pending == 4
+    fifth_queued = threading.Event()
+
+    def fifth() -> None:
+        futures.append(small_store.submit_record(make_record(4)))
+        fifth_queued.set()
+
+    t = threading.Thread(target=fifth)
+    t.start()
+    assert not fifth_queued.wait(0.3), "a fifth record was accepted with max_pending=4 records in flight"
+    assert small_store.pending == 4
+    gate.opened.set()
+    assert fifth_queued.wait(10)
+    t.join()
+    assert [f.result(timeout=10) for f in futures] == [0, 1, 2, 3, 4]
+    _wait_until(lambda: small_store.pending == 0)
+    assert small_store.verify().ok
+
+
+def test_a_batch_larger_than_max_pending_still_goes_through(small_store: AuditStore) -> None:
+    assert small_store.append_many([make_record(i) for i in range(9)]) == list(range(9))
+    assert small_store.append_record(make_record(9)) == 9
+
+
+def test_close_fails_a_caller_waiting_for_room_and_commits_what_was_accepted(tmp_path: Path) -> None:
+    store = open_store(None, data_dir=tmp_path, max_pending=1)
+    gate = Gate(store)
+    first = store.submit_record(make_record(0))
+    assert gate.entered.wait(10)
+    errors: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            store.submit_record(make_record(1))
+        except StoreError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=second)
+    t.start()
+    time.sleep(0.1)  # let it block on the full queue
+    closer = threading.Thread(target=store.close)
+    closer.start()
+    t.join(10)
+    assert not t.is_alive()
+    assert len(errors) == 1 and "closed" in str(errors[0])
+    gate.opened.set()
+    closer.join(10)
+    assert first.result(timeout=10) == 0
+    with open_store(None, data_dir=tmp_path) as reopened:
+        assert reopened.size() == 1
+        assert reopened.verify().ok
+
+
+def test_records_queued_while_a_commit_runs_share_the_next_transaction(small_store: AuditStore) -> None:
+    gate = Gate(small_store)
+    small_store._max_pending = 1000
+    first = small_store.submit_record(make_record(0))
+    assert gate.entered.wait(10)
+    rest = [small_store.submit_record(make_record(i)) for i in range(1, 200)]
+    gate.opened.set()
+    assert [f.result(timeout=10) for f in rest] == list(range(1, 200))
+    assert first.result(timeout=10) == 0
+    assert gate.batches == [1, 199]
+
+
+def test_a_cancelled_future_does_not_stop_the_writer(small_store: AuditStore) -> None:
+    gate = Gate(small_store)
+    cancelled = small_store.submit_record(make_record(0))
+    assert cancelled.cancel()
+    gate.opened.set()
+    assert small_store.submit_record(make_record(1)).result(timeout=10) == 1
+    assert small_store.size() == 2  # cancelling the future does not withdraw the record
+
+
+async def test_aappend_record_waits_for_room_without_blocking_the_event_loop(small_store: AuditStore) -> None:
+    gate = Gate(small_store)
+    accepted = [small_store.submit_record(make_record(i)) for i in range(4)]
+    task = asyncio.create_task(small_store.aappend_record(make_record(4)))
+    opener = threading.Timer(0.5, gate.opened.set)
+    opener.start()
+    try:
+        loop = asyncio.get_running_loop()
+        ticks = []
+        while not task.done():
+            ticks.append(loop.time())
+            await asyncio.sleep(0.01)
+        gaps = [b - a for a, b in itertools.pairwise(ticks)]
+        assert len(ticks) > 10 and max(gaps) < 0.3, "the event loop stalled while the append waited for room"
+        assert await task == 4
+    finally:
+        opener.cancel()
+        gate.opened.set()
+    assert [f.result(timeout=10) for f in accepted] == [0, 1, 2, 3]
+
+
+async def test_aappend_decision_returns_the_durable_index(tmp_path: Path) -> None:
+    event = ContentScan(kind=ContentKind.PROMPT, text="hello", subject=Subject(tenant="acme"))
+    decision = Decision(event_id=event.id, event_type="content.scan", subject=event.subject, verdict=Verdict.ALLOW)
+    with open_store(None, data_dir=tmp_path) as store:
+        indices = await asyncio.gather(*(store.aappend_decision(decision, event) for _ in range(20)))
+        assert sorted(indices) == list(range(20))
+        assert store.size() == 20
+        assert store.tail(1)[0]["record"]["decision_id"] == decision.id
+        assert store.tail(1)[0]["tenant"] == "acme"
+
+
+def test_max_pending_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="max_pending"):
+        open_store(None, data_dir=tmp_path, max_pending=0)
