@@ -54,6 +54,8 @@ class Extracted:
 
 
 def _escape(key: str) -> str:
+    if "~" not in key and "/" not in key:
+        return key
     return key.replace("~", "~0").replace("/", "~1")
 
 
@@ -70,19 +72,32 @@ def _text_parts(value: JSONValue, path: str, in_parts: bool = False) -> Iterator
             yield from _text_parts(item, f"{path}/{i}", in_parts)
 
 
-def _string_leaves(value: JSONValue, path: str) -> Iterator[tuple[str, str]]:
+def _string_leaves(value: JSONValue, path: str, out: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Every non-empty string in `value` with its pointer (appended to `out`: no generator frames on this path)."""
     if isinstance(value, str):
         if value:
-            yield path, value
+            out.append((path, value))
     elif isinstance(value, dict):
         for key, item in value.items():
-            yield from _string_leaves(item, f"{path}/{_escape(str(key))}")
+            if isinstance(item, str):  # the common leaf, inlined
+                if item:
+                    out.append((f"{path}/{_escape(key)}", item))
+            elif isinstance(item, dict | list):
+                _string_leaves(item, f"{path}/{_escape(key)}", out)
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            yield from _string_leaves(item, f"{path}/{i}")
+            if isinstance(item, str):
+                if item:
+                    out.append((f"{path}/{i}", item))
+            elif isinstance(item, dict | list):
+                _string_leaves(item, f"{path}/{i}", out)
+    return out
 
 
 def _join(pieces: list[tuple[str, str]]) -> tuple[str, tuple[tuple[str, int], ...]]:
+    if len(pieces) == 1:
+        pointer, text = pieces[0]
+        return text, ((pointer, 0),)
     parts: list[tuple[str, int]] = []
     offset = 0
     for pointer, text in pieces:
@@ -141,7 +156,7 @@ def response_event(doc: JSONValue, request: Extracted | None, *, subject: Subjec
             id=event_id, subject=subject, direction=Direction.OUTBOUND, method=request.rpc_method or "", text=text
         )
         return Extracted(event, "a2a", rpc_method=request.rpc_method, parts=parts)
-    text, parts = _join(list(_string_leaves(doc, "")))
+    text, parts = _join(_string_leaves(doc, "", []))
     return Extracted(ModelOutput(id=event_id, subject=subject, text=text), "json", parts=parts)
 
 

@@ -29,14 +29,13 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 import msgspec
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cisora_mesh.auth.capability import CapabilityDenied, CapabilityGate
 from cisora_mesh.config import FailMode
-from cisora_mesh.events import Decision, Event, Finding, JSONValue, ModelOutput, Severity, Subject, Verdict, new_id
+from cisora_mesh.events import Decision, Event, Finding, JSONValue, ModelOutput, Severity, Subject, Verdict
 from cisora_mesh.mesh import Mesh
-from cisora_mesh.pipeline.redaction import redact
 from cisora_mesh.pipeline.runner import decide
 from cisora_mesh.policy.apply import PolicyMesh, apply_policy
 from cisora_mesh.policy.engine import PolicyEngine
@@ -45,18 +44,17 @@ from cisora_mesh.policy.lifecycle import Lifecycle, request_digest
 from cisora_mesh.policy.routing import Router
 
 from . import _scope
-from ._extract import Extracted, apply_redaction, redaction_findings, request_event, response_event, text_event
-from ._stream import DEFAULT_HOLDBACK, StreamRedactor
+from ._extract import Extracted, apply_redaction, request_event
+from ._response import ResponseGuard
+from ._stream import DEFAULT_HOLDBACK
 from .problems import (
     BLOCKED,
-    RESPONSE_BLOCKED,
     REVIEW,
     BodyTooLarge,
     EvaluationUnavailable,
     MalformedBody,
     ProblemType,
     UnsupportedMediaType,
-    problem_body,
     problem_response,
 )
 
@@ -65,6 +63,7 @@ logger = logging.getLogger("cisora_mesh.asgi")
 EVAL_ERROR_RULE: Final = "ASGI-EVAL-ERROR"
 APPROVAL_HEADER: Final = "cisora-approval"
 ACTOR: Final = "cisora-asgi"
+_LENGTH: Final = frozenset({b"content-length"})
 CAPABILITY_DENIED: Final = ProblemType(
     403,
     "capability-denied",
@@ -142,6 +141,7 @@ class CisoraMiddleware:
         self.fail_mode = FailMode(fail_mode)
         self.subject = subject
         self.approval_header = approval_header.lower()
+        self._approval_raw = self.approval_header.encode("latin-1")
         self.capability_gate = capability_gate
         self.capability_service = capability_service or ""
         self.stats = MiddlewareStats()
@@ -150,35 +150,41 @@ class CisoraMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = new_id()
-        headers = Headers(scope=scope)
+        request_id = _scope.new_request_id()
+        heads = _scope.BodyHeads(scope["headers"], self._approval_raw)
         try:
-            body = await self._read_body(receive, headers)
+            body = await self._read_body(receive, heads)
         except _Disconnected:
             return
         except BodyTooLarge as exc:
             await problem_response(exc, request_id=request_id)(scope, receive, send)
             return
         subject = self.subject(scope)
-        context: dict[str, object] = {"http.method": scope["method"], "http.path": scope["path"]}
-        media = _scope.media_type(headers)
+        method: str = scope["method"]
+        path: str = scope["path"]
+        context = {"http.method": method, "http.path": path}
+        is_json = bool(body) and _scope.is_json(heads.media)
+        gate = self.capability_gate
+        doc: JSONValue = None
+        parsed = False
+        if is_json or (gate is not None and body):
+            try:
+                doc = msgspec.json.decode(body)  # decoded once: the gate, the event and a redaction share it
+                parsed = True
+            except msgspec.DecodeError:
+                if is_json:
+                    await problem_response(MalformedBody(), request_id=request_id)(scope, receive, send)
+                    return
+                # not JSON, so not a JSON-RPC call the gate covers
         # Authorization before detection, and fail closed. The body is parsed whatever its declared media type, so
         # a JSON-RPC call sent as text/plain to a lenient app cannot slip past the gate.
-        gate = self.capability_gate
-        if gate is not None and body and self._capability_denied(gate, body, headers):
+        if gate is not None and parsed and self._capability_denied(gate, doc, scope):
             await problem_response(CAPABILITY_DENIED, request_id=request_id)(scope, receive, send)
             return
         extracted: Extracted | None = None
-        if body and _scope.is_json(media):
-            try:
-                doc: JSONValue = msgspec.json.decode(body)
-            except msgspec.DecodeError:
-                await problem_response(MalformedBody(), request_id=request_id)(scope, receive, send)
-                return
-            extracted = request_event(
-                doc, method=scope["method"], path=scope["path"], subject=subject, event_id=request_id
-            )
-            outcome = self._enforce_request(extracted, doc, headers, scope, context, request_id)
+        if is_json:
+            extracted = request_event(doc, method=method, path=path, subject=subject, event_id=request_id)
+            outcome = self._enforce_request(extracted, doc, heads, scope, context, request_id)
             if isinstance(outcome, _Reply):
                 await problem_response(outcome.problem, request_id=request_id, extra=outcome.extra)(
                     scope, receive, send
@@ -186,7 +192,7 @@ class CisoraMiddleware:
                 return
             if outcome is not None:
                 body = outcome
-                scope = _scope.with_content_length(scope, len(body))
+                scope = _scope.with_headers(scope, _LENGTH, [(b"content-length", str(len(body)).encode("ascii"))])
         elif body and self.non_json == "reject":
             await problem_response(UnsupportedMediaType(), request_id=request_id)(scope, receive, send)
             return
@@ -201,26 +207,32 @@ class CisoraMiddleware:
             return await receive()
 
         if self.scan_responses:
-            guard = _ResponseGuard(self, send, request_id, extracted, subject, context)
-            await self.app(scope, replay, guard)
+            await self.app(scope, replay, ResponseGuard(self, send, request_id, extracted, subject, context))
         else:
             await self.app(scope, replay, send)
 
-    def _capability_denied(self, gate: CapabilityGate, body: bytes, headers: Headers) -> bool:
-        try:
-            doc = msgspec.json.decode(body)
-        except msgspec.DecodeError:
-            return False  # not JSON, so not a JSON-RPC call the gate covers
-        verdict = gate.check_jsonrpc_body(doc, headers, service=self.capability_service)
+    def _capability_denied(self, gate: CapabilityGate, doc: JSONValue, scope: Scope) -> bool:
+        verdict = gate.check_jsonrpc_body(doc, Headers(scope=scope), service=self.capability_service)
         return isinstance(verdict, CapabilityDenied)
 
     # -- requests ------------------------------------------------------------------------------------------
-    async def _read_body(self, receive: Receive, headers: Headers) -> bytes:
-        declared = _scope.declared_length(headers)
-        if declared is not None and declared > self.max_body_bytes:
+    async def _read_body(self, receive: Receive, heads: _scope.BodyHeads) -> bytes:
+        limit = self.max_body_bytes
+        declared = heads.content_length
+        if declared is not None and declared > limit:
             raise BodyTooLarge()  # refuse before reading a byte of it
-        chunks: list[bytes] = []
-        size = 0
+        message = await receive()
+        while message["type"] != "http.request":
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            message = await receive()
+        body: bytes = message.get("body", b"")
+        if len(body) > limit:
+            raise BodyTooLarge()
+        if not message.get("more_body", False):
+            return body  # the usual case, one message: no list, no join
+        chunks = [body]
+        size = len(body)
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
@@ -229,7 +241,7 @@ class CisoraMiddleware:
                 continue
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_bytes:
+            if size > limit:
                 raise BodyTooLarge()
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -239,7 +251,7 @@ class CisoraMiddleware:
         self,
         extracted: Extracted,
         doc: JSONValue,
-        headers: Headers,
+        heads: _scope.BodyHeads,
         scope: Scope,
         context: Mapping[str, object],
         request_id: str,
@@ -256,7 +268,7 @@ class CisoraMiddleware:
             return _Reply(BLOCKED, extra)
         if verdict is Verdict.REVIEW:
             digest = request_digest(scope["method"], scope["path"], doc)
-            approval = headers.get(self.approval_header)
+            approval = heads.approval
             if approval:
                 try:
                     self.lifecycle.execute(approval, actor=ACTOR, request_digest=digest)
@@ -334,220 +346,3 @@ class CisoraMiddleware:
 class _Reply:
     problem: ProblemType | BaseException  # an exception is mapped through the problems table
     extra: Mapping[str, object] | None = None
-
-
-class _ResponseGuard:
-    """Wraps `send`: holds the response start, then passes, buffers or stream-redacts the body."""
-
-    def __init__(
-        self,
-        mw: CisoraMiddleware,
-        send: Send,
-        request_id: str,
-        request: Extracted | None,
-        subject: Subject,
-        context: Mapping[str, object],
-    ) -> None:
-        self.mw = mw
-        self.downstream = send
-        self.request_id = request_id
-        self.request = request
-        self.subject = subject
-        self.context = context
-        self.start: Message | None = None
-        self.started = False
-        self.mode: Literal["pass", "json", "text", "stream"] | None = None
-        self.chunks: list[bytes] = []
-        self.size = 0
-        self.stream: StreamRedactor | None = None
-        self.sse = False
-        self.done = False
-
-    async def __call__(self, message: Message) -> None:
-        kind = message["type"]
-        if kind == "http.response.start":
-            if self.start is not None:
-                raise RuntimeError("the application sent a second http.response.start")
-            self.start = message
-            return
-        if kind != "http.response.body":
-            await self._send_start()
-            await self.downstream(message)  # trailers, pathsend, ...: not ours to inspect
-            return
-        if self.done:
-            return  # a blocked stream: swallow whatever the app still sends
-        if self.mode is None:
-            self.mode = self._choose_mode(message)
-        more = bool(message.get("more_body", False))
-        chunk: bytes = message.get("body", b"")
-        if self.mode == "pass":
-            await self._send_start()
-            await self.downstream(message)
-        elif self.mode == "stream":
-            await self._stream(chunk, more)
-        else:
-            self.chunks.append(chunk)
-            self.size += len(chunk)
-            if self.size > self.mw.max_response_bytes:
-                # Too big to hold: fall back to incremental redaction of what we have and what follows.
-                self.mode = "stream"
-                held, self.chunks = b"".join(self.chunks), []
-                await self._stream(held, more)
-            elif not more:
-                await self._finish_buffered(b"".join(self.chunks))
-
-    def _choose_mode(self, first: Message) -> Literal["pass", "json", "text", "stream"]:
-        if self.start is None:
-            return "pass"
-        headers = Headers(raw=self.start["headers"])
-        encoding = headers.get("content-encoding", "identity").lower()
-        status = int(self.start["status"])
-        media = _scope.media_type(headers)
-        if encoding != "identity" or status in (204, 304):
-            return "pass"  # compressed bodies cannot be scanned here; mount the middleware inside GZip
-        if media == "text/event-stream":
-            self.sse = True
-            return "stream"
-        if _scope.is_json(media):
-            return "json"
-        if _scope.is_text(media):
-            return "stream" if first.get("more_body", False) else "text"
-        return "pass"
-
-    async def _send_start(self, *, drop_length: bool = False) -> None:
-        if self.started or self.start is None:
-            return
-        start = self.start
-        if drop_length:
-            headers = MutableHeaders(raw=list(start["headers"]))
-            del headers["content-length"]
-            start = {**start, "headers": headers.raw}
-        self.started = True
-        await self.downstream(start)
-
-    async def _reply(self, status_start: Message, body: bytes) -> None:
-        self.started = True
-        await self.downstream(status_start)
-        await self.downstream({"type": "http.response.body", "body": body, "more_body": False})
-
-    async def _problem(self, decision_id: str | None) -> None:
-        body = problem_body(
-            RESPONSE_BLOCKED, request_id=self.request_id, extra={"decision_id": decision_id} if decision_id else None
-        )
-        start: Message = {
-            "type": "http.response.start",
-            "status": RESPONSE_BLOCKED.status,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
-            ],
-        }
-        await self._reply(start, body)
-
-    async def _finish_buffered(self, body: bytes) -> None:
-        mw = self.mw
-        if not body or self.start is None:
-            await self._send_start()
-            await self.downstream({"type": "http.response.body", "body": body, "more_body": False})
-            return
-        extracted, doc = self._response_event(body)
-        decision = mw._evaluate(extracted.event, self.context, audit=True)
-        if decision is None and mw.fail_mode is FailMode.CLOSED:
-            await self._problem(None)
-            return
-        if decision is not None and decision.verdict in (Verdict.BLOCK, Verdict.REVIEW):
-            # A response cannot wait for a reviewer: review withholds it like a block, naming the decision.
-            mw.stats.responses_blocked += 1
-            await self._problem(decision.id)
-            return
-        if decision is not None and decision.verdict is Verdict.REDACT:
-            mw.stats.responses_redacted += 1
-            if doc is _NOT_JSON:
-                body = self._redact_text(body, decision, extracted)
-            else:
-                body = msgspec.json.encode(apply_redaction(doc, decision, extracted))  # type: ignore[arg-type]
-            headers = MutableHeaders(raw=list(self.start["headers"]))
-            headers["content-length"] = str(len(body))
-            self.start = {**self.start, "headers": headers.raw}
-        await self._send_start()
-        await self.downstream({"type": "http.response.body", "body": body, "more_body": False})
-
-    def _response_event(self, body: bytes) -> tuple[Extracted, object]:
-        event_id = new_id()
-        if self.mode == "json":
-            try:
-                doc: JSONValue = msgspec.json.decode(body)
-            except msgspec.DecodeError:
-                pass  # the app's own malformed JSON: scan it as text rather than not at all
-            else:
-                return response_event(doc, self.request, subject=self.subject, event_id=event_id), doc
-        text = body.decode("utf-8", errors="replace")
-        return text_event(text, subject=self.subject, event_id=event_id), _NOT_JSON
-
-    @staticmethod
-    def _redact_text(body: bytes, decision: Decision, extracted: Extracted) -> bytes:
-        text = extracted.event.text if isinstance(extracted.event, ModelOutput) else ""
-        spans = [
-            (f.start, f.end, f.label or "SENSITIVE")
-            for f in redaction_findings(decision)
-            if f.start is not None and f.end is not None
-        ]
-        return redact(text, spans).encode("utf-8") if spans else body
-
-    async def _stream(self, chunk: bytes, more: bool) -> None:
-        mw = self.mw
-        if self.stream is None:
-            self.stream = StreamRedactor(mw.scan_stream_text(self.subject, self.context), holdback=mw.holdback_chars)
-        stream = self.stream
-        alert = mw.stream_mode == "alert"
-        released = stream.feed_bytes(chunk, final=not more)
-        if stream.blocked and not alert:
-            mw.stats.responses_blocked += 1
-            self.done = True
-            decision = self._record_stream()
-            if not self.started:
-                await self._problem(decision.id)
-                return
-            tail = b""
-            if self.sse:  # tell an SSE client why the stream ends, in-band
-                tail = b"event: error\ndata: " + problem_body(RESPONSE_BLOCKED, request_id=self.request_id) + b"\n\n"
-            await self.downstream({"type": "http.response.body", "body": tail, "more_body": False})
-            return
-        if alert:
-            await self._send_start()
-            await self.downstream({"type": "http.response.body", "body": chunk, "more_body": more})
-        else:
-            await self._send_start(drop_length=True)  # redaction changes the length
-            if released or not more:
-                await self.downstream(
-                    {"type": "http.response.body", "body": released.encode("utf-8"), "more_body": more}
-                )
-        if not more:
-            self.done = True
-            self._record_stream()
-
-    def _record_stream(self) -> Decision:
-        """One audited decision for a whole stream (chunk scans are not audited one by one)."""
-        stream = self.stream
-        if stream is None:  # pragma: no cover - only called once a stream exists
-            raise RuntimeError("no stream")
-        mw = self.mw
-        if stream.findings and stream.verdict is Verdict.REDACT and mw.stream_mode == "redact":
-            mw.stats.streams_redacted += 1
-        tag = "asgi:stream-alert-only" if mw.stream_mode == "alert" else "asgi:stream-redact"
-        event = ModelOutput(subject=self.subject, text="")  # the stream's text is not kept: the audit holds spans
-        decision = Decision(
-            event_id=event.id,
-            event_type="model.output",
-            subject=self.subject,
-            verdict=stream.verdict,
-            findings=tuple(stream.findings),
-            policy_ids=(tag,),
-        )
-        if mw.mesh.audit is not None:
-            mw.mesh.audit.append_decision(decision, event)
-        return decision
-
-
-_NOT_JSON: Final = object()

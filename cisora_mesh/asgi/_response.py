@@ -1,0 +1,279 @@
+"""Response scanning: a wrapper around `send` that holds the response start, then passes, buffers or stream-redacts.
+
+Modes, chosen at the first body message from the held start's headers:
+* "pass": not text (binary, images), 204/304, or response scanning off for it: forwarded untouched;
+* "json"/"text": buffered up to `max_response_bytes`, evaluated once, redacted or replaced by a 403 problem;
+  beyond the limit the guard falls back to "stream";
+* "stream": incremental redaction with a hold-back window (`_stream.StreamRedactor`).
+
+The start is held until the first body message, so a problem can still replace a response that has not started,
+and a second start is never sent (Starlette's GZipMiddleware holds its start the same way).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Final, Literal
+
+import msgspec
+from starlette.types import Message, Send
+
+from cisora_mesh.config import FailMode
+from cisora_mesh.events import Decision, JSONValue, ModelOutput, Subject, Verdict
+from cisora_mesh.pipeline.redaction import redact
+
+from . import _scope
+from ._extract import Extracted, apply_redaction, redaction_findings, response_event, text_event
+from ._stream import StreamRedactor
+from .problems import RESPONSE_BLOCKED, problem_body
+
+if TYPE_CHECKING:
+    from .middleware import CisoraMiddleware
+
+Mode = Literal["pass", "json", "text", "stream"]
+
+_LENGTH: Final = frozenset({b"content-length"})
+_NOT_JSON: Final = object()
+
+
+class ResponseGuard:
+    """Wraps `send` for one request (one instance per request: slots, no per-message allocation beyond need)."""
+
+    __slots__ = (
+        "chunks",
+        "context",
+        "done",
+        "downstream",
+        "mode",
+        "mw",
+        "request",
+        "request_id",
+        "size",
+        "sse",
+        "start",
+        "started",
+        "stream",
+        "subject",
+    )
+
+    def __init__(
+        self,
+        mw: CisoraMiddleware,
+        send: Send,
+        request_id: str,
+        request: Extracted | None,
+        subject: Subject,
+        context: Mapping[str, object],
+    ) -> None:
+        self.mw = mw
+        self.downstream = send
+        self.request_id = request_id
+        self.request = request
+        self.subject = subject
+        self.context = context
+        self.start: Message | None = None
+        self.started = False
+        self.mode: Mode | None = None
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.stream: StreamRedactor | None = None
+        self.sse = False
+        self.done = False
+
+    async def __call__(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.body":
+            if self.done:
+                return  # a blocked stream: swallow whatever the app still sends
+            if self.mode is None:
+                self.mode = self._choose_mode(message)
+            await self._body(message.get("body", b""), bool(message.get("more_body", False)), message)
+        elif kind == "http.response.start":
+            if self.start is not None:
+                raise RuntimeError("the application sent a second http.response.start")
+            self.start = message
+        else:
+            await self._send_start()
+            await self.downstream(message)  # trailers, pathsend, ...: not ours to inspect
+
+    async def _body(self, chunk: bytes, more: bool, message: Message | None) -> None:
+        mode = self.mode
+        if mode == "pass":
+            await self._send_start()
+            await self.downstream(
+                message if message is not None else {"type": "http.response.body", "body": chunk, "more_body": more}
+            )
+        elif mode == "stream":
+            await self._stream(chunk, more)
+        elif not more and not self.chunks:
+            # The common case, one body message: no list, no join, no copy.
+            if len(chunk) > self.mw.max_response_bytes:
+                self.mode = "stream"
+                await self._stream(chunk, more)
+            else:
+                await self._finish_buffered(chunk)
+        else:
+            self.chunks.append(chunk)
+            self.size += len(chunk)
+            if self.size > self.mw.max_response_bytes:
+                # Too big to hold: fall back to incremental redaction of what we have and what follows.
+                self.mode = "stream"
+                held, self.chunks = b"".join(self.chunks), []
+                await self._stream(held, more)
+            elif not more:
+                await self._finish_buffered(b"".join(self.chunks))
+
+    def _choose_mode(self, first: Message) -> Mode:
+        start = self.start
+        if start is None:
+            return "pass"
+        if start["status"] in (204, 304):
+            return "pass"
+        heads = _scope.BodyHeads(start.get("headers", ()))
+        if heads.content_encoding.strip().lower() not in ("", "identity"):
+            return "pass"  # compressed bodies cannot be scanned here; mount the middleware inside GZip
+        media = heads.media
+        if media == "text/event-stream":
+            self.sse = True
+            return "stream"
+        if _scope.is_json(media):
+            return "json"
+        if _scope.is_text(media):
+            return "stream" if first.get("more_body", False) else "text"
+        return "pass"
+
+    async def _send_start(self, *, drop_length: bool = False) -> None:
+        if self.started or self.start is None:
+            return
+        start = self.start
+        if drop_length:
+            start = {**start, "headers": _scope.replace_headers(start.get("headers", ()), _LENGTH)}
+        self.started = True
+        await self.downstream(start)
+
+    async def _reply(self, status_start: Message, body: bytes) -> None:
+        self.started = True
+        await self.downstream(status_start)
+        await self.downstream({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def _problem(self, decision_id: str | None) -> None:
+        body = problem_body(
+            RESPONSE_BLOCKED, request_id=self.request_id, extra={"decision_id": decision_id} if decision_id else None
+        )
+        start: Message = {
+            "type": "http.response.start",
+            "status": RESPONSE_BLOCKED.status,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+            ],
+        }
+        await self._reply(start, body)
+
+    async def _finish_buffered(self, body: bytes) -> None:
+        mw = self.mw
+        start = self.start
+        if not body or start is None:
+            await self._send_start()
+            await self.downstream({"type": "http.response.body", "body": body, "more_body": False})
+            return
+        extracted, doc = self._response_event(body)
+        decision = mw._evaluate(extracted.event, self.context, audit=True)
+        if decision is None:
+            if mw.fail_mode is FailMode.CLOSED:
+                await self._problem(None)
+                return
+        elif decision.verdict is Verdict.BLOCK or decision.verdict is Verdict.REVIEW:
+            # A response cannot wait for a reviewer: review withholds it like a block, naming the decision.
+            mw.stats.responses_blocked += 1
+            await self._problem(decision.id)
+            return
+        elif decision.verdict is Verdict.REDACT:
+            mw.stats.responses_redacted += 1
+            if doc is _NOT_JSON:
+                body = self._redact_text(body, decision, extracted)
+            else:
+                body = msgspec.json.encode(apply_redaction(doc, decision, extracted))  # type: ignore[arg-type]
+            headers = _scope.replace_headers(
+                start.get("headers", ()), _LENGTH, [(b"content-length", str(len(body)).encode("ascii"))]
+            )
+            self.start = {**start, "headers": headers}
+        await self._send_start()
+        await self.downstream({"type": "http.response.body", "body": body, "more_body": False})
+
+    def _response_event(self, body: bytes) -> tuple[Extracted, object]:
+        event_id = _scope.new_request_id()
+        if self.mode == "json":
+            try:
+                doc: JSONValue = msgspec.json.decode(body)
+            except msgspec.DecodeError:
+                pass  # the app's own malformed JSON: scan it as text rather than not at all
+            else:
+                return response_event(doc, self.request, subject=self.subject, event_id=event_id), doc
+        text = body.decode("utf-8", errors="replace")
+        return text_event(text, subject=self.subject, event_id=event_id), _NOT_JSON
+
+    @staticmethod
+    def _redact_text(body: bytes, decision: Decision, extracted: Extracted) -> bytes:
+        text = extracted.event.text if isinstance(extracted.event, ModelOutput) else ""
+        spans = [
+            (f.start, f.end, f.label or "SENSITIVE")
+            for f in redaction_findings(decision)
+            if f.start is not None and f.end is not None
+        ]
+        return redact(text, spans).encode("utf-8") if spans else body
+
+    async def _stream(self, chunk: bytes, more: bool) -> None:
+        mw = self.mw
+        if self.stream is None:
+            self.stream = StreamRedactor(mw.scan_stream_text(self.subject, self.context), holdback=mw.holdback_chars)
+        stream = self.stream
+        alert = mw.stream_mode == "alert"
+        released = stream.feed_bytes(chunk, final=not more)
+        if stream.blocked and not alert:
+            mw.stats.responses_blocked += 1
+            self.done = True
+            decision = self._record_stream()
+            if not self.started:
+                await self._problem(decision.id)
+                return
+            tail = b""
+            if self.sse:  # tell an SSE client why the stream ends, in-band
+                tail = b"event: error\ndata: " + problem_body(RESPONSE_BLOCKED, request_id=self.request_id) + b"\n\n"
+            await self.downstream({"type": "http.response.body", "body": tail, "more_body": False})
+            return
+        if alert:
+            await self._send_start()
+            await self.downstream({"type": "http.response.body", "body": chunk, "more_body": more})
+        else:
+            await self._send_start(drop_length=True)  # redaction changes the length
+            if released or not more:
+                await self.downstream(
+                    {"type": "http.response.body", "body": released.encode("utf-8"), "more_body": more}
+                )
+        if not more:
+            self.done = True
+            self._record_stream()
+
+    def _record_stream(self) -> Decision:
+        """One audited decision for a whole stream (chunk scans are not audited one by one)."""
+        stream = self.stream
+        if stream is None:  # pragma: no cover - only called once a stream exists
+            raise RuntimeError("no stream")
+        mw = self.mw
+        if stream.findings and stream.verdict is Verdict.REDACT and mw.stream_mode == "redact":
+            mw.stats.streams_redacted += 1
+        tag = "asgi:stream-alert-only" if mw.stream_mode == "alert" else "asgi:stream-redact"
+        event = ModelOutput(subject=self.subject, text="")  # the stream's text is not kept: the audit holds spans
+        decision = Decision(
+            event_id=event.id,
+            event_type="model.output",
+            subject=self.subject,
+            verdict=stream.verdict,
+            findings=tuple(stream.findings),
+            policy_ids=(tag,),
+        )
+        if mw.mesh.audit is not None:
+            mw.mesh.audit.append_decision(decision, event)
+        return decision
