@@ -11,8 +11,8 @@ class, so an audit record or a queue message round-trips without a registry of o
 from __future__ import annotations
 
 import enum
+import os
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any, Final, TypeAlias
 
@@ -84,9 +84,11 @@ class Direction(enum.StrEnum):
 def new_id() -> str:
     """A sortable, unique event id (UUIDv7 layout: 48-bit ms timestamp, then randomness)."""
     ms = time.time_ns() // 1_000_000
-    rand = uuid.uuid4().int & ((1 << 74) - 1)
+    rand = int.from_bytes(os.urandom(10)) & ((1 << 74) - 1)
     value = (ms << 80) | (0x7 << 76) | ((rand >> 62) << 64) | (0b10 << 62) | (rand & ((1 << 62) - 1))
-    return str(uuid.UUID(int=value))
+    # The RFC 9562 text form, built directly (uuid.UUID objects cost more than the rest of this function).
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class Subject(msgspec.Struct, frozen=True, kw_only=True):

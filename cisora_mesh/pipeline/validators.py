@@ -216,12 +216,11 @@ def _wordy(part: str, several: bool) -> bool:
     if part.isalpha() or (part.isdigit() and len(part) <= 4):
         return True
     # Among several parts, a word with a short number (`v2`, `Prod01`) in one letter case is still a name part.
-    letters = "".join(c for c in part if c.isalpha())
-    return (
-        several
-        and sum(c.isdigit() for c in part) <= 2
-        and (letters.islower() or letters.isupper() or letters.istitle())
-    )
+    # (map/filter keep the per-character loops in C: these run on every candidate key value.)
+    if not several or sum(map(str.isdigit, part)) > 2:
+        return False
+    letters = "".join(filter(str.isalpha, part))
+    return letters.islower() or letters.isupper() or letters.istitle()
 
 
 def _is_identifier(value: str) -> bool:

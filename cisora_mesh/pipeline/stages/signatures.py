@@ -1,7 +1,9 @@
 """Prompt-injection and tool-poisoning signatures: one RE2 set pass per text, work only on hits.
 
 For every `ScanText` (including text decoded from Unicode tag characters) the stage asks the compiled
-`PatternSet` which rules match at all; clean text costs that one pass. Only matching rules are re-run for spans.
+`PatternSet` which rules match at all; clean text costs that one pass. Only matching rules are re-run for spans,
+and each reports its first occurrence only: the score depends only on which rules fired, and stopping at the first
+match spares RE2 a scan of the rest of the text for every rule that fired (repeats add noise, not evidence).
 Base64/hex blobs are decoded (bounded in number and size) and the decoded text is matched once more, so an
 instruction hidden in an encoding counts as `encoded_payload` evidence plus whatever it says.
 
@@ -31,11 +33,10 @@ DETECTOR: Final = "signatures"
 # so output is scanned for those rules only.
 OUTPUT_RULES: Final = frozenset({"PI-EXFIL-001", "PI-EXFIL-005"})
 
-# Bounds that keep the hit path cheap on hostile input: per text, how many blobs are decoded, how long a blob may
-# be, and how many spans one rule reports (the score needs only the set of rules, not every repeat).
+# Bounds that keep the hit path cheap on hostile input: per text, how many blobs are decoded and how long a blob
+# may be.
 MAX_DECODES: Final = 8
 MAX_BLOB: Final = 8192
-MAX_SPANS_PER_RULE: Final = 5
 _MIN_PRINTABLE: Final = 0.9
 
 
@@ -60,6 +61,13 @@ class SignatureStage:
         self._signatures = tuple(signatures)
         self._set = PatternSet([s.pattern for s in self._signatures], names=[s.rule_id for s in self._signatures])
         self.model = model if model is not None else load_model()
+        # Each finding's confidence is its rule's fitted precision for the content kind: a fixed table, so it is
+        # computed once here rather than per finding.
+        self._confidence = {
+            (sig.rule_id, kind): round(self.model.rule_probability(sig, kind), 4)
+            for sig in self._signatures
+            for kind in ContentKind
+        }
 
     # -- matching -----------------------------------------------------------------------------------------------
 
@@ -76,27 +84,27 @@ class SignatureStage:
             if not _applies(sig, kind):
                 continue
             regex = self._set.regex(index)
-            spans = 0
+            if not sig.candidate:
+                match = regex.search(subject)
+                if match is not None:
+                    out.append(Hit(sig, match.start(), match.end()))
+                continue
+            # A candidate proposes blobs to decode: every blob counts (up to the bound), since a harmless one may
+            # come first and hide the encoded instruction behind it.
             for match in regex.finditer(subject):
-                if sig.candidate:
-                    if decodes >= MAX_DECODES:
-                        break
-                    decodes += 1
-                    blob = match.group(0)
-                    decoded = _decode(sig.rule_id, blob.decode("ascii") if isinstance(blob, bytes) else blob)
-                    if decoded is None:
-                        continue
-                    inner = self.hits_plain(decoded, kind)
-                    if not inner:
-                        continue
-                    out.append(Hit(sig, match.start(), match.end()))
-                    # The decoded instruction is evidence in its own right; spans point at the blob.
-                    out.extend(Hit(h.signature, match.start(), match.end(), sig.rule_id) for h in inner)
-                else:
-                    out.append(Hit(sig, match.start(), match.end()))
-                spans += 1
-                if spans >= MAX_SPANS_PER_RULE:
+                if decodes >= MAX_DECODES:
                     break
+                decodes += 1
+                blob = match.group(0)
+                decoded = _decode(sig.rule_id, blob.decode("ascii") if isinstance(blob, bytes) else blob)
+                if decoded is None:
+                    continue
+                inner = self.hits_plain(decoded, kind)
+                if not inner:
+                    continue
+                out.append(Hit(sig, match.start(), match.end()))
+                # The decoded instruction is evidence in its own right; spans point at the blob.
+                out.extend(Hit(h.signature, match.start(), match.end(), sig.rule_id) for h in inner)
         return out
 
     def hits_plain(self, text: str, kind: ContentKind) -> list[Hit]:
@@ -148,7 +156,7 @@ class SignatureStage:
             rule_id=sig.rule_id,
             category=sig.category,
             severity=sig.severity,
-            confidence=round(self.model.rule_probability(sig, scan_text.kind), 4),
+            confidence=self._confidence[sig.rule_id, scan_text.kind],
             start=start,
             end=end,
             location=scan_text.location,
@@ -174,5 +182,8 @@ def _decode(rule_id: str, blob: str) -> str | None:
         return None
     if not text:
         return None
-    printable = sum(1 for ch in text if ch.isprintable() or ch in "\n\t\r")
+    if text.isprintable():
+        return text
+    # Line breaks and tabs are not "printable" but belong in text; map() keeps the count in C.
+    printable = sum(map(str.isprintable, text)) + text.count("\n") + text.count("\t") + text.count("\r")
     return text if printable / len(text) >= _MIN_PRINTABLE else None
