@@ -15,8 +15,8 @@ args)` and an expiry, and `execute` (or `check_approval`) refuses a different di
 `ApprovalInvalid`. A changed request therefore needs a new decision and a new approval.
 
 Each transition names its actor and is appended to a `TransitionLog` *before* the new state is visible, so an
-effect can never run on a state the log does not hold. `InMemoryTransitionLog` serves until the audit store is
-wired in (any object with `append(transition)` will do).
+effect can never run on a state the log does not hold. `AuditTransitionLog` writes them to the chained audit store
+(`cisora_mesh.audit`), durable before `append` returns; `InMemoryTransitionLog` is for tests and embedded use.
 """
 
 from __future__ import annotations
@@ -101,6 +101,44 @@ class InMemoryTransitionLog:
     def for_decision(self, decision_id: str) -> list[Transition]:
         with self._lock:
             return [t for t in self.transitions if t.decision_id == decision_id]
+
+
+class TransitionSink(Protocol):
+    """What `AuditTransitionLog` needs of an audit store (`cisora_mesh.audit.AuditStore` is one)."""
+
+    def append_transition(
+        self,
+        *,
+        decision_id: str,
+        from_state: str,
+        to_state: str,
+        actor: str,
+        tenant: str = "default",
+        trace_id: str | None = None,
+    ) -> int: ...
+
+
+class AuditTransitionLog:
+    """Appends every transition to the audit store as a `transition` record; returns once it is durable.
+
+    A decision's first transition has no previous state: it is recorded as coming from `created`. A
+    reclassification keeps the state and is recorded as a move from that state to itself by its actor.
+    """
+
+    CREATED: Final = "created"
+
+    def __init__(self, store: TransitionSink, *, tenant: str = "default") -> None:
+        self._store = store
+        self._tenant = tenant
+
+    def append(self, transition: Transition) -> None:
+        self._store.append_transition(
+            decision_id=transition.decision_id,
+            from_state=transition.from_state.value if transition.from_state is not None else self.CREATED,
+            to_state=transition.to_state.value,
+            actor=transition.actor,
+            tenant=self._tenant,
+        )
 
 
 def request_digest(method: str, target: str, args: JSONValue) -> str:

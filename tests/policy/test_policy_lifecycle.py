@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cisora_mesh.events import Severity
@@ -193,3 +195,28 @@ def test_approval_within_ttl_executes_once() -> None:
 def test_invalid_ttl() -> None:
     with pytest.raises(ValueError, match="approval_ttl"):
         Lifecycle(approval_ttl=0)
+
+
+def test_transitions_land_in_the_chained_audit_store(tmp_path: Path) -> None:
+    from cisora_mesh.audit import open_store
+    from cisora_mesh.policy.lifecycle import AuditTransitionLog
+
+    with open_store(None, data_dir=tmp_path) as store:
+        flow = Lifecycle(AuditTransitionLog(store, tenant="acme"), clock=Clock(), approval_ttl=60)
+        digest = request_digest("POST", "/tools/delete", {"path": "/tmp/x"})
+        flow.create("d-1", severity=Severity.HIGH, actor="router", request_digest=digest)
+        flow.reclassify("d-1", severity=Severity.MEDIUM, actor="alice")
+        flow.approve("d-1", actor="alice")
+        flow.execute("d-1", actor="gateway", request_digest=digest)
+        with pytest.raises(IllegalTransition):
+            flow.approve("d-1", actor="mallory")  # refused moves leave no record
+        rows = [r["record"] for r in store.tail(10)]
+        moves = [(r["from_state"], r["to_state"], r["actor"]) for r in rows]
+        assert moves == [
+            ("created", "awaiting_approval", "router"),
+            ("awaiting_approval", "awaiting_approval", "alice"),
+            ("awaiting_approval", "approved", "alice"),
+            ("approved", "executed", "gateway"),
+        ]
+        assert {(r["kind"], r["tenant"], r["decision_id"]) for r in rows} == {("transition", "acme", "d-1")}
+        assert store.verify().ok
