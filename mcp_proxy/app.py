@@ -11,7 +11,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -26,6 +26,7 @@ from mcp_proxy.forward import PinGuard, Session
 from mcp_proxy.inspect import Inspector
 from mcp_proxy.pinning import PinStore
 from mcp_proxy.policy import ArgumentPolicy, ArgumentRules
+from mcp_proxy.telemetry import MessageSpans, ProxyTelemetry, Transport
 from mcp_proxy.upstream import Upstream
 
 logger = logging.getLogger("mcp_proxy")
@@ -42,6 +43,12 @@ class Runtime:
     audit: AuditSink | None
     argument_policy: ArgumentPolicy | None = None
     capability: CapabilityGate | None = None
+    # Per-message spans; the default follows the global OpenTelemetry provider (no-ops until one is installed).
+    telemetry: ProxyTelemetry = field(default_factory=ProxyTelemetry)
+
+    def spans(self, front: Transport, upstream: Upstream, session_id: str | None = None) -> MessageSpans:
+        kind: Transport = "tcp" if getattr(upstream, "transport", "pipe") == "tcp" else "pipe"
+        return self.telemetry.session(front=front, upstream=kind, session_id=session_id)
 
     def inspector(self, session: str | None = None) -> Inspector | None:
         if self.mesh is None:
@@ -124,6 +131,7 @@ async def serve_stdio(runtime: Runtime, command: Sequence[str], *, server: str) 
             upstream,
             inspector=runtime.inspector(),
             pins=runtime.pin_guard({server: settings.pinning}),
+            spans=runtime.spans("pipe", upstream),
         )
         async with anyio.create_task_group() as tg:
             tg.start_soon(_until_signal, tg.cancel_scope)
@@ -174,6 +182,7 @@ async def serve_stdio_multi(runtime: Runtime) -> None:
         build_upstreams(settings),
         inspector=runtime.inspector(),
         pins=runtime.pin_guard(pin_modes(settings)),
+        spans=lambda upstream: runtime.spans("pipe", upstream),
     )
     async with anyio.create_task_group() as tg:
         tg.start_soon(_until_signal, tg.cancel_scope)

@@ -17,7 +17,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 import anyio
 import msgspec
@@ -33,7 +33,12 @@ from mcp_proxy.framing import Oversized
 from mcp_proxy.inspect import Inspector, Outcome
 from mcp_proxy.jsonrpc import Envelope, FrameError, RequestId
 from mcp_proxy.pinning import PinStore
+from mcp_proxy.telemetry import MessageSpans, context_of, note_decision, note_refused
 from mcp_proxy.upstream import Upstream
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+    from opentelemetry.trace import Span
 
 logger = logging.getLogger("mcp_proxy")
 
@@ -57,6 +62,7 @@ class Pending:
     tool: str | None = None
     complete_listing: bool = True  # tools/list asked without a cursor
     capability_token: str | None = None  # the token a tools/list carried, to show only the tools it grants
+    trace: Context | None = None  # the request's span, parent of its response's span
 
 
 class PinGuard:
@@ -86,16 +92,23 @@ def _id_from_head(head: bytes) -> RequestId | None:
     return value if isinstance(value, int | str) else None
 
 
-async def _guarded(work: Callable[[], Awaitable[list[Out]]], fallback: Callable[[], list[Out]]) -> list[Out]:
+async def _guarded(
+    work: Callable[[], Awaitable[list[Out]]], fallback: Callable[[], list[Out]], span: Span | None
+) -> list[Out]:
     try:
         return await work()
     except (UpstreamError, PinStoreError) as exc:
         logger.error("inspection failed: %s", exc)
+        note_refused(span, jsonrpc.INTERNAL_ERROR)
         return fallback()
     except Exception:
         # A bug in an inspection must not wedge the queue or the session: fail closed for this message.
         logger.exception("inspection crashed")
+        note_refused(span, jsonrpc.INTERNAL_ERROR)
         return fallback()
+    finally:
+        if span is not None:
+            span.end()
 
 
 class _Ordered:
@@ -110,7 +123,9 @@ class _Ordered:
         self._send, self._recv = anyio.create_memory_object_stream[asyncio.Future[list[Out]]](256)
         self._queued = 0  # outputs enqueued and not yet written
 
-    async def now(self, outs: list[Out]) -> None:
+    async def now(self, outs: list[Out], span: Span | None = None) -> None:
+        if span is not None:
+            span.end()
         if self._queued == 0:
             # Nothing ahead of it: write directly and skip the queue hop (the common case, and the hot path).
             await self._emit(outs)
@@ -120,14 +135,16 @@ class _Ordered:
         self._queued += 1
         await self._send.send(fut)
 
-    async def later(self, work: Callable[[], Awaitable[list[Out]]], fallback: Callable[[], list[Out]]) -> None:
+    async def later(
+        self, work: Callable[[], Awaitable[list[Out]]], fallback: Callable[[], list[Out]], span: Span | None = None
+    ) -> None:
         if not self._concurrent and self._queued == 0:
-            await self._emit(await _guarded(work, fallback))
+            await self._emit(await _guarded(work, fallback, span))
             return
         fut: asyncio.Future[list[Out]] = asyncio.get_running_loop().create_future()
 
         async def run() -> None:
-            fut.set_result(await _guarded(work, fallback))
+            fut.set_result(await _guarded(work, fallback, span))
 
         self._tg.start_soon(run)
         self._queued += 1
@@ -144,6 +161,11 @@ class _Ordered:
     def close(self) -> None:
         self._send.close()
 
+    def dispose(self) -> None:
+        """Release both ends (after the session's task group is gone, so nothing reads or writes any more)."""
+        self._send.close()
+        self._recv.close()
+
 
 class Session:
     """One downstream client connected to one upstream server."""
@@ -155,9 +177,11 @@ class Session:
         *,
         inspector: Inspector | None,
         pins: PinGuard | None,
+        spans: MessageSpans | None = None,
     ) -> None:
         self.down = downstream
         self.up = upstream
+        self.spans = spans  # one span per forwarded message (mcp_proxy.telemetry); None: no tracing at all
         self.server = upstream.name
         self.inspector = inspector
         self.pins = pins
@@ -179,21 +203,26 @@ class Session:
     ) -> None:
         """Pump until the client's input ends (then the upstream is stopped)."""
         runner: Callable[..., Coroutine[Any, Any, None]] = upstream_task or self.up.run
-        async with anyio.create_task_group() as tg:
-            concurrent = self.inspector is not None and self.inspector.waits
-            self._to_up = _Ordered(tg, self._emit, concurrent=concurrent)
-            self._to_down = _Ordered(tg, self._emit, concurrent=concurrent)
-            tg.start_soon(self._to_up.drain)
-            tg.start_soon(self._to_down.drain)
-            tg.start_soon(runner, self._from_upstream, self._upstream_up, self._upstream_down)
-            async for frame in client_frames:
-                await self._from_client(frame)
-            self._to_up.close()
-            # Let answers already under way reach the client before tearing the upstream down.
-            with anyio.move_on_after(0.5 if self.pending else 0):
-                while self.pending and not self.down.closed:  # noqa: ASYNC110 - a bounded grace period
-                    await anyio.sleep(0.01)
-            tg.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tg:
+                concurrent = self.inspector is not None and self.inspector.waits
+                self._to_up = _Ordered(tg, self._emit, concurrent=concurrent)
+                self._to_down = _Ordered(tg, self._emit, concurrent=concurrent)
+                tg.start_soon(self._to_up.drain)
+                tg.start_soon(self._to_down.drain)
+                tg.start_soon(runner, self._from_upstream, self._upstream_up, self._upstream_down)
+                async for frame in client_frames:
+                    await self._from_client(frame)
+                self._to_up.close()
+                # Let answers already under way reach the client before tearing the upstream down.
+                with anyio.move_on_after(0.5 if self.pending else 0):
+                    while self.pending and not self.down.closed:  # noqa: ASYNC110 - a bounded grace period
+                        await anyio.sleep(0.01)
+                tg.cancel_scope.cancel()
+        finally:
+            for queue in (self._to_up, self._to_down):
+                if queue is not None:
+                    queue.dispose()
 
     async def _emit(self, outs: list[Out]) -> None:
         for where, frame, rid in outs:
@@ -259,20 +288,28 @@ class Session:
         except FrameError as exc:
             await self._to_up.now([("down", jsonrpc.error_frame(exc.request_id, exc.code, str(exc)), None)])
             return
+        span: Span | None = None
+        if self.spans is not None:
+            span, frame = self.spans.from_client(env, frame)
         if env.is_request and isinstance(env.id, int | str):
             rid = env.id
             method = str(env.method)
             if rid in self.pending:
                 msg = f"Invalid Request: id {rid!r} is already in use by a request in flight"
-                await self._to_up.now([("down", jsonrpc.error_frame(rid, jsonrpc.INVALID_REQUEST, msg), None)])
+                note_refused(span, jsonrpc.INVALID_REQUEST)
+                await self._to_up.now([("down", jsonrpc.error_frame(rid, jsonrpc.INVALID_REQUEST, msg), None)], span)
                 return
             pending = Pending(method)
+            if span is not None:
+                pending.trace = context_of(span)
             self.pending[rid] = pending
             if method == "initialize":
                 self._init_frames = [frame]
             elif method == "tools/call" and (self.inspector is not None or self.pins is not None):
                 await self._to_up.later(
-                    lambda: self._check_call(rid, env, frame, pending), lambda: self._denied_fallback(rid)
+                    lambda: self._check_call(rid, env, frame, pending, span),
+                    lambda: self._denied_fallback(rid),
+                    span,
                 )
                 return
             elif method == "tools/list":
@@ -281,9 +318,9 @@ class Session:
                 pending.capability_token = credentials_from_meta(params)[0]
                 stripped = without_credentials(params) if isinstance(params, dict) else None
                 if stripped is not None:  # the upstream never needs the caller's token
-                    await self._to_up.now([("up", _replace(env, params=stripped), rid)])
+                    await self._to_up.now([("up", _replace(env, params=stripped), rid)], span)
                     return
-            await self._to_up.now([("up", frame, rid)])
+            await self._to_up.now([("up", frame, rid)], span)
             return
         if env.is_notification:
             if env.method == "notifications/initialized":
@@ -293,14 +330,16 @@ class Session:
                 if isinstance(params, dict):
                     # A cancelled request gets no response (2025-06-18+), so forget it now.
                     self.pending.pop(params.get("requestId"), None)  # type: ignore[arg-type]
-        await self._to_up.now([("up", frame, None)])
+        await self._to_up.now([("up", frame, None)], span)
 
     def _denied_fallback(self, rid: RequestId) -> list[Out]:
         self.pending.pop(rid, None)
         msg = "the proxy could not inspect this request; refused (fail closed)"
         return [("down", jsonrpc.error_frame(rid, jsonrpc.INTERNAL_ERROR, msg), None)]
 
-    async def _check_call(self, rid: RequestId, env: Envelope, frame: bytes, pending: Pending) -> list[Out]:
+    async def _check_call(
+        self, rid: RequestId, env: Envelope, frame: bytes, pending: Pending, span: Span | None
+    ) -> list[Out]:
         params = jsonrpc.load(env.params)
         if not isinstance(params, dict) or not isinstance(params.get("name"), str):
             return [("up", frame, rid)]  # malformed: the server owns the validation error
@@ -313,6 +352,7 @@ class Session:
             if isinstance(verdict, CapabilityDenied):
                 self.pending.pop(rid, None)
                 refused = capability_denial(verdict, self.server, tool)
+                note_refused(span, refused.code)
                 return [("down", jsonrpc.error_frame(rid, refused.code, refused.message, refused.data), None)]
             stripped = without_credentials(params)
             if stripped is not None:
@@ -320,12 +360,14 @@ class Session:
         denial = self._pin_denial(tool)
         if denial is None and self.inspector is not None:
             outcome = await self.inspector.tool_call(self.server, tool, params)
+            note_decision(span, outcome.decision)
             if outcome.action == "rewrite":
                 return [("up", _replace(env, params=outcome.payload), rid)]
             if outcome.action == "deny":
                 denial = outcome
         if denial is not None:
             self.pending.pop(rid, None)
+            note_refused(span, denial.code)
             return [("down", jsonrpc.error_frame(rid, denial.code, denial.message, denial.data), None)]
         return [("up", frame, rid)]
 
@@ -370,17 +412,26 @@ class Session:
             if isinstance(rid, str) and rid.startswith(_REPLAY_PREFIX):
                 await self._finish_replay()
                 return
+            span: Span | None = None
+            if self.spans is not None:
+                if pending is None:
+                    span = self.spans.from_upstream(env)
+                else:
+                    span = self.spans.from_upstream(env, method=pending.method, tool=pending.tool, parent=pending.trace)
             if pending is not None and len(env.result) and pending.method in INSPECTED_RESULTS:
                 await self._to_down.later(
-                    lambda: self._check_result(rid, env, frame, pending), lambda: self._withheld_fallback(rid)
+                    lambda: self._check_result(rid, env, frame, pending, span),
+                    lambda: self._withheld_fallback(rid),
+                    span,
                 )
                 return
-            await self._to_down.now([("down", frame, None)])
+            await self._to_down.now([("down", frame, None)], span)
             return
+        span = self.spans.from_upstream(env) if self.spans is not None else None
         if env.is_request and env.method in SERVER_REQUESTS_INSPECTED and self.inspector is not None:
-            await self._to_down.later(lambda: self._check_server_request(env, frame), list)
+            await self._to_down.later(lambda: self._check_server_request(env, frame, span), list, span)
             return
-        await self._to_down.now([("down", frame, None)])
+        await self._to_down.now([("down", frame, None)], span)
 
     async def _finish_replay(self) -> None:
         for extra in self._init_frames[1:]:
@@ -392,13 +443,15 @@ class Session:
         msg = "the proxy could not inspect the server's answer; withheld (fail closed)"
         return [("down", jsonrpc.error_frame(rid, jsonrpc.INTERNAL_ERROR, msg), None)]
 
-    async def _check_result(self, rid: RequestId | None, env: Envelope, frame: bytes, pending: Pending) -> list[Out]:
+    async def _check_result(
+        self, rid: RequestId | None, env: Envelope, frame: bytes, pending: Pending, span: Span | None
+    ) -> list[Out]:
         result = jsonrpc.load(env.result)
         if not isinstance(result, dict):
             return [("down", frame, None)]
         method = pending.method
         if method == "tools/list":
-            changed = await self._filter_tools(result, pending)
+            changed = await self._filter_tools(result, pending, span)
             return [("down", _replace(env, result=result) if changed else frame, None)]
         if self.inspector is None:
             return [("down", frame, None)]
@@ -406,13 +459,15 @@ class Session:
             outcome = await self.inspector.instructions(method, self.server, result)
         else:
             outcome = await self.inspector.result(method, self.server, pending.tool, result)
+        note_decision(span, outcome.decision)
         if outcome.action == "pass":
             return [("down", frame, None)]
         if outcome.action == "rewrite":
             return [("down", _replace(env, result=outcome.payload), None)]
+        note_refused(span, outcome.code)
         return [("down", jsonrpc.error_frame(rid, outcome.code, outcome.message, outcome.data), None)]
 
-    async def _filter_tools(self, result: dict[str, Any], pending: Pending) -> bool:
+    async def _filter_tools(self, result: dict[str, Any], pending: Pending, span: Span | None = None) -> bool:
         tools = result.get("tools")
         if not isinstance(tools, list):
             return False
@@ -420,6 +475,7 @@ class Session:
         hide: dict[str, str] = {}
         if self.inspector is not None:
             flagged, decision = await self.inspector.tools_list(self.server, result)
+            note_decision(span, decision)
             for i in flagged:
                 if i < len(tools):
                     hide[str(tools[i].get("name"))] = (
@@ -460,14 +516,16 @@ class Session:
             return True
         return False
 
-    async def _check_server_request(self, env: Envelope, frame: bytes) -> list[Out]:
+    async def _check_server_request(self, env: Envelope, frame: bytes, span: Span | None) -> list[Out]:
         assert self.inspector is not None
         outcome = await self.inspector.server_request(self.server, str(env.method), jsonrpc.load(env.params))
+        note_decision(span, outcome.decision)
         if outcome.action == "pass":
             return [("down", frame, None)]
         if outcome.action == "rewrite":
             return [("down", _replace(env, params=outcome.payload), None)]
         # Refuse on the server's behalf: the client never sees the request.
+        note_refused(span, outcome.code)
         rid = env.id if isinstance(env.id, int | str) else None
         return [("up", jsonrpc.error_frame(rid, outcome.code, outcome.message, outcome.data), None)]
 

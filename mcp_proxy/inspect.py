@@ -14,12 +14,23 @@ policy: ...") so the agent's loop continues and the model can tell the user why.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import anyio.to_thread
 
-from cisora_mesh.events import Decision, Direction, Finding, McpMessage, Severity, Subject, Verdict
+from cisora_mesh.events import (
+    Content,
+    ContentKind,
+    Decision,
+    Direction,
+    Finding,
+    McpMessage,
+    Severity,
+    Subject,
+    Verdict,
+)
 from cisora_mesh.mesh import Mesh
 from mcp_proxy import jsonrpc
 from mcp_proxy.policy import ArgumentPolicy, ArgumentViolation
@@ -28,6 +39,33 @@ if TYPE_CHECKING:
     from cisora_mesh.auth.capability import CapabilityGate
 
 WITHHELD: Final = "withheld by policy"
+
+
+class ServerRequest(McpMessage, frozen=True, kw_only=True, tag="mcp.message"):
+    """A request from a server to the client (`sampling/createMessage`, `elicitation/create`; MCP 2025-11-25).
+
+    `McpMessage` reads inbound text from `result` (a response); a server request carries its text in `params`
+    (`messages`, `systemPrompt`; elicitation's `message` and schema titles). It stays there, addressed as
+    `/params/...`, direction inbound, and every string is scanned as third-party text (`TOOL_RESULT`): the server
+    wrote it and it is on its way into the client's model context or onto the user's screen, so it gets exactly
+    the trust of a tool result. Same event type (`mcp.message`) for policy and audit.
+    """
+
+    def contents(self) -> Iterator[Content]:
+        yield from _strings(self.params, "/params")
+
+
+def _strings(value: Any, path: str) -> Iterator[Content]:
+    if isinstance(value, str):
+        if value:
+            yield Content(kind=ContentKind.TOOL_RESULT, text=value, location=path)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            # RFC 6901 escaping, so a redaction finds its way back into the same key.
+            yield from _strings(item, f"{path}/{str(key).replace('~', '~0').replace('/', '~1')}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _strings(item, f"{path}/{i}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +77,7 @@ class Outcome:
     code: int = 0
     message: str = ""
     data: dict[str, Any] = field(default_factory=dict)
+    decision: Decision | None = None  # the decision behind it (its id and verdict go on the message's span)
 
 
 PASS: Final = Outcome("pass")
@@ -54,6 +93,7 @@ def deny_for(decision: Decision, what: str) -> Outcome:
     if decision.verdict is Verdict.REVIEW:
         return Outcome(
             "deny",
+            decision=decision,
             code=jsonrpc.REVIEW_REQUIRED,
             message=f"{what} is held for review: approve decision {decision.id} to allow it",
             data=jsonrpc.problem(
@@ -62,6 +102,7 @@ def deny_for(decision: Decision, what: str) -> Outcome:
         )
     return Outcome(
         "deny",
+        decision=decision,
         code=jsonrpc.POLICY_DENIED,
         message=f"{what} was blocked by policy (decision {decision.id})",
         data=jsonrpc.problem(
@@ -154,7 +195,7 @@ class Inspector:
                 return deny_for(await self._record_violation(event, violation), f"tool call {tool!r}")
         decision = await self.evaluate(event)
         if decision.verdict is Verdict.ALLOW:
-            return PASS
+            return Outcome("pass", decision=decision)
         if decision.verdict is Verdict.REDACT:
             return _rewritten(decision, "params", params)
         return deny_for(decision, f"tool call {tool!r}")
@@ -190,14 +231,14 @@ class Inspector:
             self._event(Direction.INBOUND, method, server, tool, result=_without_meta(result))
         )
         if decision.verdict is Verdict.ALLOW:
-            return PASS
+            return Outcome("pass", decision=decision)
         if decision.verdict is Verdict.REDACT:
             return _rewritten(decision, "result", result)
         if method == "tools/call" and isinstance(result, dict) and result.get("resultType") != "input_required":
             # Keep the envelope fields (2026-07-28 requires `resultType`; `_meta` carries server info).
             withheld = {k: v for k, v in result.items() if k in ("_meta", "resultType")}
             withheld.update(content=[{"type": "text", "text": withheld_text(decision)}], isError=True)
-            return Outcome("rewrite", payload=withheld)
+            return Outcome("rewrite", payload=withheld, decision=decision)
         what = {"resources/read": "resource", "prompts/get": "prompt"}.get(method, f"{method} result")
         return deny_for(decision, what)
 
@@ -210,22 +251,26 @@ class Inspector:
             self._event(Direction.INBOUND, method, server, None, result={"instructions": text})
         )
         if decision.verdict is Verdict.ALLOW:
-            return PASS
+            return Outcome("pass", decision=decision)
         if decision.verdict is Verdict.REDACT:
             return _rewritten(decision, "result", result)
         # Refusing the handshake would take the whole server away; withholding the text removes the risk.
-        return Outcome("rewrite", payload={**result, "instructions": withheld_text(decision)})
+        return Outcome("rewrite", payload={**result, "instructions": withheld_text(decision)}, decision=decision)
 
     async def server_request(self, server: str | None, method: str, params: Any) -> Outcome:
         """Sampling / elicitation requests from a server: what it asks the client's model or user."""
-        decision = await self.evaluate(
-            # INBOUND events are scanned through `result`; locations are mapped back to `/params` below.
-            self._event(Direction.INBOUND, method, server, None, result=_without_meta(params))
+        event = ServerRequest(
+            subject=self.subject,
+            direction=Direction.INBOUND,
+            method=method,
+            server=server,
+            params=_without_meta(params),
         )
+        decision = await self.evaluate(event)
         if decision.verdict is Verdict.ALLOW:
-            return PASS
+            return Outcome("pass", decision=decision)
         if decision.verdict is Verdict.REDACT:
-            return _rewritten(decision, "params", params, source="result")
+            return _rewritten(decision, "params", params)
         return deny_for(decision, f"server request {method!r}")
 
     async def tools_list(self, server: str | None, result: dict[str, Any]) -> tuple[set[int], Decision | None]:
@@ -246,11 +291,11 @@ class Inspector:
         return hidden, decision
 
 
-def _rewritten(decision: Decision, key: str, payload: Any, *, source: str | None = None) -> Outcome:
+def _rewritten(decision: Decision, key: str, payload: Any) -> Outcome:
     doc = {key: copy.deepcopy(payload)}
-    prefix = f"/{source or key}"
+    prefix = f"/{key}"
     for rewrite in decision.rewrites:
         location = rewrite.location
         if location.startswith(prefix + "/"):
             set_pointer(doc, f"/{key}" + location[len(prefix) :], rewrite.text)
-    return Outcome("rewrite", payload=doc[key])
+    return Outcome("rewrite", payload=doc[key], decision=decision)

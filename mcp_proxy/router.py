@@ -16,7 +16,7 @@ server, on the server's own tool names); the router sits between the client and 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -28,6 +28,7 @@ from mcp_proxy.forward import Downstream, PinGuard, Session
 from mcp_proxy.framing import Oversized
 from mcp_proxy.inspect import Inspector
 from mcp_proxy.jsonrpc import FrameError, RequestId
+from mcp_proxy.telemetry import MessageSpans
 from mcp_proxy.upstream import Upstream
 
 logger = logging.getLogger("mcp_proxy.router")
@@ -84,13 +85,20 @@ class Router:
         *,
         inspector: Inspector | None,
         pins: PinGuard | None,
+        spans: Callable[[Upstream], MessageSpans] | None = None,
     ) -> None:
         if not upstreams:
             raise ValueError("at least one upstream")
         self.down = downstream
         self.order = [u.name for u in upstreams]
         self.legs = {u.name: _Leg(self, u.name) for u in upstreams}
-        self.sessions = {u.name: Session(self.legs[u.name], u, inspector=inspector, pins=pins) for u in upstreams}
+        # Spans are per leg: a fanned-out request (tools/list to every server) gets one span per server.
+        self.sessions = {
+            u.name: Session(
+                self.legs[u.name], u, inspector=inspector, pins=pins, spans=spans(u) if spans is not None else None
+            )
+            for u in upstreams
+        }
         self.fanouts: dict[RequestId, _FanOut] = {}
         self.resource_owner: dict[str, str] = {}
         self.template_owner: list[tuple[str, str]] = []

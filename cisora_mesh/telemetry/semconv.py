@@ -23,6 +23,9 @@ GEN_AI_AGENT_NAME: Final = "gen_ai.agent.name"
 JSONRPC_REQUEST_ID: Final = "jsonrpc.request.id"
 ERROR_TYPE: Final = "error.type"
 GEN_AI_OPERATION_EXECUTE_TOOL: Final = "execute_tool"
+GEN_AI_PROMPT_NAME: Final = "gen_ai.prompt.name"
+NETWORK_TRANSPORT: Final = "network.transport"  # "pipe" (stdio) | "tcp" (HTTP)
+RPC_RESPONSE_STATUS_CODE: Final = "rpc.response.status_code"
 
 # --- Cisora Mesh ---
 CISORA_RECORD_KIND: Final = "cisora.record.kind"  # "decision" | "transition"
@@ -54,3 +57,4 @@ CISORA_ACTOR: Final = "cisora.actor"
 SPAN_DECISION: Final = "cisora.decision"
 SPAN_TRANSITION: Final = "cisora.transition"
 TRACER_NAME: Final = "cisora-mesh"
+PROXY_TRACER_NAME: Final = "cisora-mesh.mcp-proxy"

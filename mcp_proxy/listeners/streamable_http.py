@@ -139,6 +139,13 @@ class _ModernHub:
     def frames(self) -> AsyncIterator[bytes]:
         return self._recv.__aiter__()
 
+    def close(self) -> None:
+        self.closed = True
+        self._send.close()
+
+    def close_reader(self) -> None:
+        self._recv.close()
+
     async def send(self, frame: bytes) -> None:
         env = jsonrpc.decode(frame)
         if not env.is_response or not isinstance(env.id, str):
@@ -196,7 +203,9 @@ def pump_factory(
 
         def single(downstream: Any, session_id: str | None) -> Pump:
             pins = runtime.pin_guard({server: settings.pinning})
-            return Session(downstream, make_upstream(), inspector=runtime.inspector(session_id), pins=pins)
+            upstream = make_upstream()
+            spans = runtime.spans("tcp", upstream, _traced_session(session_id))
+            return Session(downstream, upstream, inspector=runtime.inspector(session_id), pins=pins, spans=spans)
 
         return single
     if not settings.servers:
@@ -210,9 +219,15 @@ def pump_factory(
             build_upstreams(settings),
             inspector=runtime.inspector(session_id),
             pins=runtime.pin_guard(pin_modes(settings)),
+            spans=lambda upstream: runtime.spans("tcp", upstream, _traced_session(session_id)),
         )
 
     return multi
+
+
+def _traced_session(session_id: str | None) -> str | None:
+    # "modern" names the shared 2026-07-28 pump, not an MCP session (that era has none): no mcp.session.id.
+    return None if session_id == "modern" else session_id
 
 
 class McpHttpApp:
@@ -247,7 +262,12 @@ class McpHttpApp:
             self._modern = hub
             tg.start_soon(self.make_pump(hub, "modern").run, hub.frames())
             yield
+            # Shutdown: end every legacy session (the SDK closes its streams) and the modern hub, then the pumps.
+            for transport in list(self._sessions.values()):
+                await transport.terminate()
+            hub.close()
             tg.cancel_scope.cancel()
+        hub.close_reader()
 
     def _check_host_origin(self, scope: Scope) -> tuple[int, str] | None:
         host = (_header(scope, b"host") or "").lower()

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Final
 
 import anyio
 
@@ -25,6 +26,8 @@ _FIRST_BACKOFF = 0.1
 
 
 class StdioUpstream:
+    transport: Final = "pipe"  # network.transport on the spans of its messages
+
     def __init__(
         self,
         name: str,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 import anyio
 import msgspec
@@ -22,6 +22,8 @@ logger = logging.getLogger("mcp_proxy.upstream")
 
 
 class HttpUpstream:
+    transport: Final = "tcp"  # network.transport on the spans of its messages
+
     def __init__(self, name: str, url: str, *, backoff_max: float = 5.0) -> None:
         self.name = name
         self.url = url
