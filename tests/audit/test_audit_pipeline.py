@@ -164,3 +164,14 @@ async def test_aappend_decision_returns_the_durable_index(tmp_path: Path) -> Non
 def test_max_pending_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="max_pending"):
         open_store(None, data_dir=tmp_path, max_pending=0)
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 63, 64, 75, 137])
+def test_batches_of_every_size_are_stored_in_order(sqlite_store: AuditStore, n: int) -> None:
+    # The SQLite backend inserts a batch as multi-row INSERTs of 64 and 8 rows plus single rows.
+    assert sqlite_store.append_many([make_record(i) for i in range(n)]) == list(range(n))
+    assert sqlite_store.append_record(make_record(n)) == n
+    report = sqlite_store.verify()
+    assert report.ok, report
+    assert report.size == n + 1
+    assert [row["record"]["decision_id"] for row in sqlite_store.tail(n + 1)] == [f"d-{i}" for i in range(n + 1)]

@@ -305,8 +305,10 @@ class PostgresBackend:
         try:
             # One statement on an autocommit connection is its own transaction: it returns after COMMIT (WAL
             # flushed), in a single round trip, with the head-row lock held only inside the server.
+            # %b: the arrays go in PostgreSQL's binary format. The text format escapes every element through a
+            # Python regex, which was most of the writer thread's CPU per record (about 13 us against 2 us).
             row = conn.execute(
-                self.q("SELECT first_idx, cp_sizes, cp_roots FROM {s}.append_entries_v1(%s, %s, %s, %s)"),
+                self.q("SELECT first_idx, cp_sizes, cp_roots FROM {s}.append_entries_v1(%b, %b, %b, %s)"),
                 (tenants, [_json_str(t) for t in tenants], [r for _, r in items], every),
             ).fetchone()
         except psycopg.Error as exc:

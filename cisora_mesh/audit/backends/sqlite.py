@@ -16,6 +16,7 @@ import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from itertools import chain
 from pathlib import Path
 from typing import Final
 
@@ -47,6 +48,13 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 );
 """
 
+# Rows per multi-row INSERT (4 parameters each; 256 stays under the oldest SQLite's 999-parameter limit).
+_INSERT_SIZES: Final = (64, 8)
+_INSERT_SQL: Final = {
+    size: "INSERT INTO entries (idx, tenant, entry, leaf_hash) VALUES " + ", ".join(["(?, ?, ?, ?)"] * size)  # noqa: S608 - placeholders only
+    for size in (*_INSERT_SIZES, 1)
+}
+
 
 class _SqliteTx:
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -59,7 +67,18 @@ class _SqliteTx:
         return Head(int(row[0]), bytes(row[1]), bytes(row[2]))
 
     def insert_entries(self, rows: Sequence[EntryRow]) -> None:
-        self._conn.executemany("INSERT INTO entries (idx, tenant, entry, leaf_hash) VALUES (?, ?, ?, ?)", rows)
+        # Multi-row INSERTs of fixed sizes (a handful of cached statements) instead of `executemany`, which steps
+        # one statement per row and drops and retakes the GIL around every step: per row that is ~1 us more CPU
+        # in the writer thread and a chance for every other Python thread to preempt it.
+        conn = self._conn
+        i, n = 0, len(rows)
+        for size in _INSERT_SIZES:
+            sql = _INSERT_SQL[size]
+            while n - i >= size:
+                conn.execute(sql, tuple(chain.from_iterable(rows[i : i + size])))
+                i += size
+        if i < n:
+            conn.executemany(_INSERT_SQL[1], rows[i:])
 
     def insert_checkpoint(self, row: CheckpointRow, created_at: float) -> None:
         self._conn.execute(
