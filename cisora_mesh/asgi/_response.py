@@ -22,17 +22,19 @@ from cisora_mesh.config import FailMode
 from cisora_mesh.events import Decision, JSONValue, ModelOutput, Subject, Verdict
 from cisora_mesh.pipeline.redaction import redact
 
-from . import _scope
+from . import _encoding, _scope
 from ._extract import Extracted, apply_redaction, redaction_findings, response_event, text_event
 from ._stream import StreamRedactor
-from .problems import RESPONSE_BLOCKED, problem_body
+from .problems import RESPONSE_BLOCKED, RESPONSE_UNSCANNABLE, problem_body
 
 if TYPE_CHECKING:
     from .middleware import CisoraMiddleware
 
-Mode = Literal["pass", "json", "text", "stream"]
+Mode = Literal["pass", "json", "text", "stream", "withhold"]
 
 _LENGTH: Final = frozenset({b"content-length"})
+_CODED: Final = frozenset({b"content-length", b"content-encoding"})
+_PIECE: Final = 64 << 10  # decoded bytes handled at a time: a small coded message cannot expand in memory at once
 _NOT_JSON: Final = object()
 
 
@@ -44,6 +46,7 @@ class ResponseGuard:
         "context",
         "done",
         "downstream",
+        "inflater",
         "mode",
         "mw",
         "request",
@@ -79,6 +82,7 @@ class ResponseGuard:
         self.stream: StreamRedactor | None = None
         self.sse = False
         self.done = False
+        self.inflater: _encoding.Inflater | None = None
 
     async def __call__(self, message: Message) -> None:
         kind = message["type"]
@@ -87,7 +91,13 @@ class ResponseGuard:
                 return  # a blocked stream: swallow whatever the app still sends
             if self.mode is None:
                 self.mode = self._choose_mode(message)
-            await self._body(message.get("body", b""), bool(message.get("more_body", False)), message)
+                if self.mode == "withhold":
+                    await self._unscannable()
+                    return
+            if self.inflater is not None:
+                await self._decoded(message.get("body", b""), bool(message.get("more_body", False)))
+            else:
+                await self._body(message.get("body", b""), bool(message.get("more_body", False)), message)
         elif kind == "http.response.start":
             if self.start is not None:
                 raise RuntimeError("the application sent a second http.response.start")
@@ -130,9 +140,21 @@ class ResponseGuard:
         if start["status"] in (204, 304):
             return "pass"
         heads = _scope.BodyHeads(start.get("headers", ()))
-        if heads.content_encoding.strip().lower() not in ("", "identity"):
-            return "pass"  # compressed bodies cannot be scanned here; mount the middleware inside GZip
         media = heads.media
+        scannable = media == "text/event-stream" or _scope.is_json(media) or _scope.is_text(media)
+        if heads.content_encoding and scannable:
+            # The request asked for identity (middleware._app_scope), but an app may compress regardless, or relay
+            # an upstream's compressed bytes: decode them rather than let the coding hide the response.
+            try:
+                self.inflater = _encoding.decoder_for(heads.content_encoding)
+            except LookupError:
+                if self.mw.unknown_encoding == "unsafe_pass":
+                    self.mw.stats.unscanned_encoded += 1
+                    return "pass"
+                return "withhold"  # a 502 problem replaces it
+            if self.inflater is not None:
+                self.mw.stats.bodies_decoded += 1
+                self.start = {**start, "headers": _scope.replace_headers(start.get("headers", ()), _CODED)}
         if media == "text/event-stream":
             self.sse = True
             return "stream"
@@ -141,6 +163,44 @@ class ResponseGuard:
         if _scope.is_text(media):
             return "stream" if first.get("more_body", False) else "text"
         return "pass"
+
+    async def _decoded(self, chunk: bytes, more: bool) -> None:
+        """Decode a coded body message and handle it as if the app had sent the decoded bytes (in bounded pieces)."""
+        inflater = self.inflater
+        if inflater is None:  # pragma: no cover - only called with an inflater
+            raise RuntimeError("no inflater")
+        inflater.feed(chunk)
+        try:
+            while piece := inflater.read(_PIECE):
+                await self._body(piece, True, None)
+                if self.done:
+                    return
+            if not more:
+                inflater.finish()
+        except _encoding.DecodeError:
+            # The app's own response is corrupt: withhold it (or end it, if it has started), never pass it unread.
+            if self.started:
+                self.done = True
+                await self.downstream({"type": "http.response.body", "body": b"", "more_body": False})
+            else:
+                await self._unscannable()
+            return
+        if not more:
+            await self._body(b"", False, None)
+
+    async def _unscannable(self) -> None:
+        self.done = True
+        body = problem_body(RESPONSE_UNSCANNABLE, request_id=self.request_id)
+        start: Message = {
+            "type": "http.response.start",
+            "status": RESPONSE_UNSCANNABLE.status,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+            ],
+        }
+        await self._reply(start, body)
 
     async def _send_start(self, *, drop_length: bool = False) -> None:
         if self.started or self.start is None:
@@ -195,12 +255,17 @@ class ResponseGuard:
                 body = self._redact_text(body, decision, extracted)
             else:
                 body = msgspec.json.encode(apply_redaction(doc, decision, extracted))  # type: ignore[arg-type]
-            headers = _scope.replace_headers(
-                start.get("headers", ()), _LENGTH, [(b"content-length", str(len(body)).encode("ascii"))]
-            )
-            self.start = {**start, "headers": headers}
+            self._set_length(len(body))
+        elif self.inflater is not None:
+            self._set_length(len(body))
         await self._send_start()
         await self.downstream({"type": "http.response.body", "body": body, "more_body": False})
+
+    def _set_length(self, length: int) -> None:
+        start = self.start
+        if start is not None:
+            add = [(b"content-length", str(length).encode("ascii"))]
+            self.start = {**start, "headers": _scope.replace_headers(start.get("headers", ()), _LENGTH, add)}
 
     def _response_event(self, body: bytes) -> tuple[Extracted, object]:
         event_id = _scope.new_request_id()

@@ -5,13 +5,23 @@
 Pure ASGI rather than `BaseHTTPMiddleware` (whose task group breaks `ContextVar` propagation and buffers
 streaming responses). For each HTTP request it:
 
-1. reads the body up to `max_body_bytes` (413 problem beyond it); a JSON body that does not parse gets a 400
-   problem; a non-JSON body passes through unscanned (`non_json="pass"`, default) or gets 415 (`"reject"`);
+1. reads the body up to `max_body_bytes` (413 problem beyond it). A gzip or deflate body (`Content-Encoding`,
+   RFC 9110 section 8.4) is decoded incrementally, also capped at `max_body_bytes` decoded (a zip bomb gets 413
+   without being inflated), and the app receives the decoded body with `Content-Encoding` removed and
+   `Content-Length` set: what was scanned is what the app reads. A corrupt or truncated coding gets a 400 problem;
+   any other coding (br, zstd, stacked codings) a 415 problem with `Accept-Encoding: gzip, deflate`, unless
+   `unknown_encoding="unsafe_pass"` forwards it unread (never with a capability gate). A JSON body that does not
+   parse gets a 400 problem; a non-JSON body passes through unscanned (`non_json="pass"`, default) or gets 415
+   (`"reject"`);
 2. turns the JSON into an event (`_extract`), evaluates it (pipeline, then the policy engine, then audit) and
    enforces the decision: block -> 403 problem; review -> 409 problem naming the decision id to retry with
    (`Cisora-Approval: <decision id>` once a reviewer approved it, for this exact request, before it expires);
    redact -> the app receives the body with the redacted strings written back and a corrected Content-Length;
-3. scans the response: JSON and text bodies are buffered (up to `max_response_bytes`) and redacted or replaced by
+3. scans the response. With response scanning on, the app sees `Accept-Encoding: identity`, so it answers
+   uncompressed (put GZipMiddleware outside this middleware to compress what was scanned); a response compressed
+   anyway (gzip/deflate) is decoded for scanning and sent decoded, and one in a coding the middleware cannot
+   decode is replaced by a 502 problem (or passed with `unknown_encoding="unsafe_pass"`). JSON and text bodies are
+   buffered (up to `max_response_bytes`) and redacted or replaced by
    a 403 problem; streams (SSE, chunked text) are redacted incrementally with a hold-back window, or only
    audited with `stream_mode="alert"`. The response start is held until the first body message, so a problem can
    still replace a response that has not started, and a second start is never sent.
@@ -43,7 +53,7 @@ from cisora_mesh.policy.errors import LifecycleError
 from cisora_mesh.policy.lifecycle import Lifecycle, request_digest
 from cisora_mesh.policy.routing import Router
 
-from . import _scope
+from . import _encoding, _scope
 from ._extract import Extracted, apply_redaction, request_event
 from ._response import ResponseGuard
 from ._stream import DEFAULT_HOLDBACK
@@ -53,7 +63,9 @@ from .problems import (
     BodyTooLarge,
     EvaluationUnavailable,
     MalformedBody,
+    MalformedEncoding,
     ProblemType,
+    UnsupportedEncoding,
     UnsupportedMediaType,
     problem_response,
 )
@@ -63,7 +75,9 @@ logger = logging.getLogger("cisora_mesh.asgi")
 EVAL_ERROR_RULE: Final = "ASGI-EVAL-ERROR"
 APPROVAL_HEADER: Final = "cisora-approval"
 ACTOR: Final = "cisora-asgi"
-_LENGTH: Final = frozenset({b"content-length"})
+_NO_HEADERS: Final[frozenset[bytes]] = frozenset()
+_BODY_HEADERS: Final = frozenset({b"content-length", b"content-encoding"})
+_ACCEPT_ENCODING: Final = frozenset({b"accept-encoding"})
 CAPABILITY_DENIED: Final = ProblemType(
     403,
     "capability-denied",
@@ -88,6 +102,8 @@ class MiddlewareStats:
     responses_blocked: int = 0
     responses_redacted: int = 0
     streams_redacted: int = 0
+    bodies_decoded: int = 0  # gzip/deflate request and response bodies decoded for scanning
+    unscanned_encoded: int = 0  # bodies in an unknown coding forwarded unread (unknown_encoding="unsafe_pass")
     fail_open: int = 0
     fail_closed: int = 0
 
@@ -106,6 +122,7 @@ class CisoraMiddleware:
         max_body_bytes: int = 1 << 20,
         max_response_bytes: int = 4 << 20,
         non_json: Literal["pass", "reject"] = "pass",
+        unknown_encoding: Literal["reject", "unsafe_pass"] = "reject",
         scan_responses: bool = True,
         stream_mode: Literal["redact", "alert"] = "redact",
         holdback_chars: int = DEFAULT_HOLDBACK,
@@ -120,6 +137,8 @@ class CisoraMiddleware:
             raise ValueError("body limits must be non-negative")
         if non_json not in ("pass", "reject"):
             raise ValueError("non_json must be 'pass' or 'reject'")
+        if unknown_encoding not in ("reject", "unsafe_pass"):
+            raise ValueError("unknown_encoding must be 'reject' or 'unsafe_pass'")
         if stream_mode not in ("redact", "alert"):
             raise ValueError("stream_mode must be 'redact' or 'alert'")
         if holdback_chars < 1:
@@ -135,6 +154,10 @@ class CisoraMiddleware:
         self.max_body_bytes = max_body_bytes
         self.max_response_bytes = max_response_bytes
         self.non_json = non_json
+        self.unknown_encoding = unknown_encoding
+        if unknown_encoding == "unsafe_pass":
+            # Named unsafe and announced (sigstore's UnsafeNoOp does the same): such bodies are forwarded unread.
+            logger.warning("unknown_encoding='unsafe_pass': bodies in codings other than gzip/deflate are not scanned")
         self.scan_responses = scan_responses
         self.stream_mode = stream_mode
         self.holdback_chars = holdback_chars
@@ -152,18 +175,36 @@ class CisoraMiddleware:
             return
         request_id = _scope.new_request_id()
         heads = _scope.BodyHeads(scope["headers"], self._approval_raw)
+        inflater: _encoding.Inflater | None = None
+        opaque = False  # a body in a coding we cannot read, forwarded unread (unsafe_pass only)
+        if heads.content_encoding:
+            try:
+                inflater = _encoding.decoder_for(heads.content_encoding)
+            except LookupError:
+                # The capability gate fails closed whatever the option says: it cannot check what it cannot read.
+                if self.unknown_encoding == "reject" or self.capability_gate is not None:
+                    await problem_response(
+                        UnsupportedEncoding(),
+                        request_id=request_id,
+                        headers={"accept-encoding": _encoding.ACCEPT_ENCODING},
+                    )(scope, receive, send)
+                    return
+                opaque = True
+                self.stats.unscanned_encoded += 1
         try:
-            body = await self._read_body(receive, heads)
+            body = original = await self._read_body(receive, heads)
+            if inflater is not None and body:
+                body = self._decode(inflater, body)
         except _Disconnected:
             return
-        except BodyTooLarge as exc:
+        except (BodyTooLarge, MalformedEncoding) as exc:
             await problem_response(exc, request_id=request_id)(scope, receive, send)
             return
         subject = self.subject(scope)
         method: str = scope["method"]
         path: str = scope["path"]
         context = {"http.method": method, "http.path": path}
-        is_json = bool(body) and _scope.is_json(heads.media)
+        is_json = bool(body) and not opaque and _scope.is_json(heads.media)
         gate = self.capability_gate
         doc: JSONValue = None
         parsed = False
@@ -192,10 +233,10 @@ class CisoraMiddleware:
                 return
             if outcome is not None:
                 body = outcome
-                scope = _scope.with_headers(scope, _LENGTH, [(b"content-length", str(len(body)).encode("ascii"))])
         elif body and self.non_json == "reject":
             await problem_response(UnsupportedMediaType(), request_id=request_id)(scope, receive, send)
             return
+        scope = self._app_scope(scope, body, rewritten=body is not original or inflater is not None)
 
         replayed = False
 
@@ -210,6 +251,37 @@ class CisoraMiddleware:
             await self.app(scope, replay, ResponseGuard(self, send, request_id, extracted, subject, context))
         else:
             await self.app(scope, replay, send)
+
+    def _app_scope(self, scope: Scope, body: bytes, *, rewritten: bool) -> Scope:
+        """The scope the app sees: the body's new length and no coding after a rewrite; identity responses asked for.
+
+        With response scanning on, `Accept-Encoding` becomes `identity`, so the app answers uncompressed and the
+        response can be scanned (compress outside this middleware instead: add GZipMiddleware after it). Removing
+        the field would not do: RFC 9110 section 12.5.3 reads a request without it as accepting any coding.
+        """
+        drop: frozenset[bytes] = _NO_HEADERS
+        add: list[tuple[bytes, bytes]] = []
+        if rewritten:
+            drop = _BODY_HEADERS
+            add.append((b"content-length", str(len(body)).encode("ascii")))
+        if self.scan_responses:
+            drop = drop | _ACCEPT_ENCODING
+            add.append((b"accept-encoding", b"identity"))
+        return _scope.with_headers(scope, drop, add) if add else scope
+
+    def _decode(self, inflater: _encoding.Inflater, body: bytes) -> bytes:
+        """The decoded body, at most `max_body_bytes` of it: zlib never produces more than asked for (zip bombs)."""
+        limit = self.max_body_bytes
+        inflater.feed(body)
+        try:
+            decoded = inflater.read(limit + 1)
+            if len(decoded) > limit:
+                raise BodyTooLarge()
+            inflater.finish()
+        except _encoding.DecodeError:
+            raise MalformedEncoding() from None
+        self.stats.bodies_decoded += 1
+        return decoded
 
     def _capability_denied(self, gate: CapabilityGate, doc: JSONValue, scope: Scope) -> bool:
         verdict = gate.check_jsonrpc_body(doc, Headers(scope=scope), service=self.capability_service)

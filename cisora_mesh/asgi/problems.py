@@ -39,6 +39,14 @@ class UnsupportedMediaType(RequestRejected):
     """A non-JSON body on a route configured to accept JSON only."""
 
 
+class MalformedEncoding(RequestRejected, ValueError):
+    """The body's content coding (gzip, deflate) is corrupt or truncated."""
+
+
+class UnsupportedEncoding(RequestRejected):
+    """A content coding the middleware cannot decode, so cannot scan (RFC 9110 section 15.5.16: 415)."""
+
+
 class EvaluationUnavailable(CisoraError):
     """Detection failed and the control is configured fail-closed."""
 
@@ -72,11 +80,29 @@ RESPONSE_BLOCKED: Final = ProblemType(
     403, "response-blocked", "Response blocked by policy", "The response was withheld by a security policy."
 )
 
+# 502: the app (the "inbound server" of RFC 9110 section 15.6.3) answered in a coding the middleware cannot decode, so
+# the response could not be scanned and is withheld rather than passed unread.
+RESPONSE_UNSCANNABLE: Final = ProblemType(
+    502,
+    "response-unscannable",
+    "Response could not be scanned",
+    "The response used a content coding the security layer cannot decode, so it was withheld.",
+)
+
 PROBLEMS: Final[dict[type[BaseException], ProblemType]] = {
     BodyTooLarge: ProblemType(
         413, "payload-too-large", "Payload too large", "The body exceeds the configured size limit."
     ),
     MalformedBody: ProblemType(400, "malformed-json", "Malformed JSON body", "The body is not valid JSON."),
+    MalformedEncoding: ProblemType(
+        400, "malformed-content-encoding", "Malformed content coding", "The compressed body is corrupt or truncated."
+    ),
+    UnsupportedEncoding: ProblemType(
+        415,
+        "unsupported-content-encoding",
+        "Unsupported content coding",
+        "The body uses a content coding that cannot be inspected. Send it uncompressed, gzip or deflate.",
+    ),
     UnsupportedMediaType: ProblemType(
         415, "unsupported-media-type", "Unsupported media type", "This endpoint accepts JSON bodies only."
     ),
