@@ -5,8 +5,9 @@
   upstream connection (a stream connection is locked to the era of its first message, libraries.md 1.5).
 - 2026-07-28: single POST exchanges without a session. The `Mcp-Method`, `Mcp-Name` and `MCP-Protocol-Version`
   headers must agree with the body (else 400), request ids are remapped so concurrent clients cannot collide, and
-  all modern traffic shares one upstream connection. Notifications a modern server sends mid-request (progress)
-  are not relayed: the answer is a single JSON response.
+  all modern traffic shares one upstream connection. A request with a `progressToken` from a client that accepts
+  `text/event-stream` is answered as SSE: its progress notifications (token remapped back), then the response;
+  other requests get one JSON response.
 
 Every request first passes the Host and Origin checks (DNS-rebinding protection). The client's `Authorization`
 header is never forwarded: upstreams are separate connections that the proxy opens with its own credentials.
@@ -18,12 +19,14 @@ import contextlib
 import itertools
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, MutableMapping, Sequence
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
 
 import anyio
 import msgspec
 from anyio.abc import TaskGroup, TaskStatus
+from anyio.streams.memory import MemoryObjectSendStream
 
 from mcp_proxy import jsonrpc
 from mcp_proxy.app import Runtime
@@ -127,12 +130,26 @@ def _client_frame(item: Any, progress: dict[Any, Any]) -> bytes:
     return frame
 
 
+@dataclass(slots=True)
+class _Call:
+    """One 2026-07-28 request in flight through the hub."""
+
+    original_id: Any
+    token: Any  # the client's progress token (None: progress is not relayed for this request)
+    out: MemoryObjectSendStream[tuple[bool, bytes]]  # (is the answer, frame)
+
+
 class _ModernHub:
-    """All 2026-07-28 traffic through one `Session` and one upstream; ids remapped per HTTP request."""
+    """All 2026-07-28 traffic through one `Session` and one upstream.
+
+    Request ids and progress tokens are remapped to proxy-unique ones (two clients may both use id 1 or token "t"),
+    so each response and each `notifications/progress` finds the POST it belongs to.
+    """
 
     def __init__(self) -> None:
         self._ids = itertools.count(1)
-        self._waiters: dict[str, tuple[anyio.Event, Any, list[bytes]]] = {}
+        self._calls: dict[str, _Call] = {}  # proxy request id -> call
+        self._tokens: dict[str, str] = {}  # proxy progress token -> proxy request id
         self._send, self._recv = anyio.create_memory_object_stream[bytes](1024)
         self.closed = False
 
@@ -148,34 +165,68 @@ class _ModernHub:
 
     async def send(self, frame: bytes) -> None:
         env = jsonrpc.decode(frame)
-        if not env.is_response or not isinstance(env.id, str):
-            return  # see the module docstring: nothing to relay it on
-        waiter = self._waiters.get(env.id)
-        if waiter is None:
+        if env.is_response and isinstance(env.id, str):
+            call = self._calls.get(env.id)
+            if call is not None:
+                message = msgspec.json.decode(frame)
+                message["id"] = call.original_id
+                # Never blocks: progress leaves one slot free for the answer (see below).
+                call.out.send_nowait((True, jsonrpc.dumps(message)))
             return
-        event, original, box = waiter
-        message = msgspec.json.decode(frame)
-        message["id"] = original
-        box.append(jsonrpc.dumps(message))
-        event.set()
+        if env.method == "notifications/progress":
+            params = jsonrpc.load(env.params)
+            token = params.get("progressToken") if isinstance(params, dict) else None
+            call = self._calls.get(self._tokens.get(token, "")) if isinstance(token, str) else None
+            if call is None or call.out.statistics().current_buffer_used >= _STREAM_BUFFER - 1:
+                return  # not ours, or a client too slow to read its progress: drop progress, never the answer
+            assert isinstance(params, dict)
+            relayed = {"jsonrpc": "2.0", "method": env.method, "params": {**params, "progressToken": call.token}}
+            call.out.send_nowait((False, jsonrpc.dumps(relayed)))
+        # Anything else has no POST to ride on (the 2026-07-28 era has no server-initiated requests).
 
-    async def call(self, message: dict[str, Any], wait: float) -> bytes | None:
+    async def call(
+        self, message: dict[str, Any], wait: float, progress: Callable[[bytes], Awaitable[None]] | None = None
+    ) -> bytes | None:
+        """Forward one message and return its answer (None for a notification).
+
+        With `progress`, the request's progress notifications are passed to it (token restored) as they arrive.
+        """
         if "id" not in message:
             await self._send.send(jsonrpc.dumps(message))
             return None
         proxy_id = f"modern-{next(self._ids)}"
-        event = anyio.Event()
-        box: list[bytes] = []
-        self._waiters[proxy_id] = (event, message["id"], box)
+        token = _progress_token(message) if progress is not None else None
+        out, inbox = anyio.create_memory_object_stream[tuple[bool, bytes]](_STREAM_BUFFER)
+        self._calls[proxy_id] = _Call(message["id"], token, out)
+        forwarded = {**message, "id": proxy_id}
+        if token is not None:
+            self._tokens[proxy_id] = proxy_id
+            params = message["params"]
+            forwarded["params"] = {**params, "_meta": {**params["_meta"], "progressToken": proxy_id}}
         try:
-            await self._send.send(jsonrpc.dumps({**message, "id": proxy_id}))
+            await self._send.send(jsonrpc.dumps(forwarded))
             with anyio.move_on_after(wait):
-                await event.wait()
+                async for is_answer, frame in inbox:
+                    if is_answer:
+                        return frame
+                    if progress is not None:
+                        await progress(frame)
         finally:
-            self._waiters.pop(proxy_id, None)
-        if not box:
-            return jsonrpc.error_frame(message["id"], jsonrpc.INTERNAL_ERROR, "the upstream did not answer in time")
-        return box[0]
+            self._calls.pop(proxy_id, None)
+            self._tokens.pop(proxy_id, None)
+            out.close()
+            inbox.close()
+        return jsonrpc.error_frame(message["id"], jsonrpc.INTERNAL_ERROR, "the upstream did not answer in time")
+
+
+_STREAM_BUFFER: Final = 64
+
+
+def _progress_token(message: dict[str, Any]) -> Any:
+    params = message.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    token = meta.get("progressToken") if isinstance(meta, dict) else None
+    return token if isinstance(token, str | int) and not isinstance(token, bool) else None
 
 
 class Pump(Protocol):
@@ -381,11 +432,33 @@ class McpHttpApp:
             await _respond(send, 400, jsonrpc.error_frame(message.get("id"), jsonrpc.INVALID_REQUEST, mismatch, data))
             return
         assert self._modern is not None
+        accept = _header(scope, b"accept") or ""
+        if "id" in message and "text/event-stream" in accept and _progress_token(message) is not None:
+            # The client asked for progress and accepts SSE: answer on an event stream carrying the progress
+            # notifications, then the response (streamable HTTP, MCP 2026-07-28 / 2025-11-25 "Sending Messages
+            # to the Server": the server MAY send notifications related to the request before its response).
+            await self._modern_sse(send, message)
+            return
         answer = await self._modern.call(message, self.request_timeout)
         if answer is None:
             await _respond(send, 202, b"")
             return
         await _respond(send, 200, answer)
+
+    async def _modern_sse(self, send: Send, message: dict[str, Any]) -> None:
+        assert self._modern is not None
+        headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache, no-transform")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+
+        async def event(frame: bytes) -> None:
+            await send(
+                {"type": "http.response.body", "body": b"event: message\ndata: " + frame + b"\n\n", "more_body": True}
+            )
+
+        answer = await self._modern.call(message, self.request_timeout, progress=event)
+        assert answer is not None  # a request always gets an answer (or the timeout error)
+        await event(answer)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def _header_mismatch(scope: Scope, message: dict[str, Any]) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -108,8 +109,42 @@ async def test_both_eras_over_http(proxy_url: str, mode: str) -> None:
         assert withheld.is_error and "withheld by policy" in _text(withheld)
         done = await client.call_tool("slow", {"steps": 2}, progress_callback=on_progress)
         assert _text(done) == "done 2"
-    if mode == "legacy":
-        assert progress == [1, 2]  # relayed on the request's own SSE stream
+    assert progress == [1, 2]  # relayed on the request's own SSE stream (both eras)
+
+
+def test_modern_progress_is_relayed_as_sse(proxy_url: str) -> None:
+    """2026-07-28: progress before the result arrives on the POST's event stream, the client's token restored."""
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "progressToken": "tok-1",
+    }
+    body = {
+        "jsonrpc": "2.0",
+        "id": 11,
+        "method": "tools/call",
+        "params": {"name": "slow", "arguments": {"steps": 3}, "_meta": meta},
+    }
+    headers = {
+        "accept": "application/json, text/event-stream",
+        "mcp-protocol-version": "2026-07-28",
+        "mcp-method": "tools/call",
+        "mcp-name": "slow",
+    }
+    with httpx.stream("POST", proxy_url, json=body, headers=headers, timeout=30) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        events = [json.loads(line[5:]) for line in resp.iter_lines() if line.startswith("data:")]
+    progress = [e["params"] for e in events if e.get("method") == "notifications/progress"]
+    assert [p["progress"] for p in progress] == [1, 2, 3]
+    assert {p["progressToken"] for p in progress} == {"tok-1"}
+    assert events[-1]["id"] == 11 and events[-1]["result"]["content"][0]["text"] == "done 3"
+    assert len(events) == 4
+    # A client that only accepts JSON gets the single JSON answer (progress dropped, as before).
+    resp = httpx.post(proxy_url, json={**body, "id": 12}, headers={**headers, "accept": "application/json"}, timeout=30)
+    assert resp.headers["content-type"].startswith("application/json")
+    assert resp.json()["id"] == 12 and resp.json()["result"]["content"][0]["text"] == "done 3"
 
 
 def test_host_and_origin_are_checked(proxy_url: str) -> None:
