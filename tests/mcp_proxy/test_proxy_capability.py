@@ -221,3 +221,106 @@ def test_capability_config_validation() -> None:
     assert msgspec.json.encode(ProxySettings().capability.model_dump(mode="json")) == (
         b'{"required":false,"trust_anchors":[],"audience":null}'
     )
+
+
+# --- the same gate over the HTTP front (real loopback socket, both eras) ------------------------------------------
+
+
+def _resign_child(root: str, parent_holder: SigningKey, holder: SigningKey, widen: dict[str, Any]) -> str:
+    """A child link signed by the real holder of `root` whose capability is wider than the root's (not attenuate)."""
+    from capability._b64 import b64d, b64e
+    from capability.jcs import canonicalize
+    from capability.tokens import link_digest
+
+    last = root.split("~")[-1]
+    claims = json.loads(b64d(last.split(".")[1]))
+    claims.update(iss=parent_holder.kid, sub=holder.public.b64(), prf=link_digest(last), jti="widened-child")
+    claims["caps"][0].update(widen)
+    header = canonicalize({"alg": "EdDSA", "kid": parent_holder.kid, "typ": "cisora-cap+jws"})
+    signing_input = f"{b64e(header)}.{b64e(canonicalize(claims))}"
+    return f"{root}~{signing_input}.{b64e(parent_holder.sign(signing_input.encode()))}"
+
+
+@pytest.mark.parametrize("era", ["2025-11-25", "2026-07-28"])
+async def test_capability_gate_over_http(era: str, tmp_path: Path) -> None:
+    import httpx
+    from inproc import MODERN_META, free_port, sse_messages
+    from test_proxy_http import _serve, _stop
+
+    keys = _Keys()
+    now = int(time.time())
+    rogue = SigningKey.generate()  # not a trust anchor
+    forged = issue(
+        rogue,
+        holder=keys.a.public,
+        audience=AUD,
+        now=now - 5,
+        capabilities=[capability(f"mcp://{SERVER}/tools/*", ["call"])],
+    )
+    expired = issue(
+        keys.anchor,
+        holder=keys.a.public,
+        audience=AUD,
+        now=now - 7200,
+        ttl=60,
+        capabilities=[capability(f"mcp://{SERVER}/tools/*", ["call"])],
+    )
+    widened = _resign_child(keys.root, keys.a, keys.b, {"res": "mcp://*/tools/*"})
+
+    def pop(key: SigningKey, token: str, args: dict[str, Any]) -> str:
+        return make_pop(key, token, method="tools/call", resource=ECHO, args=args, audience=AUD, now=int(time.time()))
+
+    port = free_port()
+    home = tmp_path / "home"
+    argv = [PY, "-m", "cisora_mesh", "proxy", "http", "--port", str(port), "--config", str(_config(tmp_path, keys))]
+    proc = _serve([*argv, "--", PY, ECHO_SERVER], port, home)
+    url = f"http://127.0.0.1:{port}/mcp"
+    try:
+        async with httpx.AsyncClient(timeout=30) as http:
+            headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+            base_meta: dict[str, Any] = {}
+            if era == "2026-07-28":
+                headers["mcp-protocol-version"] = era
+                base_meta = dict(MODERN_META)
+            else:
+                init = {"protocolVersion": era, "capabilities": {}, "clientInfo": {"name": "cap-http", "version": "1"}}
+                body = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": init}
+                resp = await http.post(url, json=body, headers=headers)
+                assert resp.status_code == 200, resp.text
+                headers.update({"mcp-session-id": resp.headers["mcp-session-id"], "mcp-protocol-version": era})
+                initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+                assert (await http.post(url, json=initialized, headers=headers)).status_code == 202
+
+            async def call(rid: int, args: dict[str, Any], token: str | None, proof: str | None) -> dict[str, Any]:
+                meta = {**base_meta}
+                if token is not None:
+                    meta["io.cisora/capability"] = token
+                if proof is not None:
+                    meta["io.cisora/pop"] = proof
+                params = {"name": "echo", "arguments": args, "_meta": meta}
+                body = {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": params}
+                extra = {"mcp-method": "tools/call", "mcp-name": "echo"}
+                resp = await http.post(url, json=body, headers={**headers, **extra})
+                assert resp.status_code == 200, resp.text
+                return next(m for m in sse_messages(resp) if m.get("id") == rid)
+
+            args = {"text": "hello over http"}
+            allowed = await call(1, args, keys.child, keys.pop(args))
+            assert allowed["result"]["content"][0]["text"] == "hello over http"
+            _assert_denied(await call(2, args, forged, pop(keys.a, forged, args)))
+            _assert_denied(await call(3, args, expired, pop(keys.a, expired, args)))
+            _assert_denied(await call(4, args, widened, pop(keys.b, widened, args)))
+            _assert_denied(await call(5, args, None, None))
+            # The proof signed over other arguments than the ones sent.
+            _assert_denied(await call(6, {"text": "hello, changed"}, keys.child, keys.pop(args)))
+    finally:
+        _stop(proc)
+    store = open_store(None, data_dir=home)
+    try:
+        reasons = {
+            r for rec in store.tail(100) if rec["record"].get("kind") == "capability" for r in rec["record"]["rule_ids"]
+        }
+    finally:
+        store.close()
+    assert {"capability.ok", "capability.expired", "capability.widened"} <= reasons
+    assert reasons & {"capability.unknown_issuer", "capability.bad_signature"}  # the forged root
