@@ -6,11 +6,13 @@ supported and are rejected when a pattern is saved, with RE2's own message.
 
 `PatternSet` compiles many patterns into one `re2.Set`: a single DFA pass over the text says which patterns match
 at all (clean text, the common case, costs one pass), and only those are re-run to find their spans.
+`SharedSet` goes one step further for stages that read the same texts (signatures and DLP): their tables are one
+set, so one pass per text answers both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from typing import Final
 
 import re2
@@ -97,3 +99,60 @@ class PatternSet:
         for index in indices:
             for match in self._compiled[index].finditer(subject):
                 yield index, match.start(), match.end()
+
+
+class SharedSet:
+    """Several pattern tables compiled into one RE2 set, matched once per text for all of them.
+
+    Each table's owner gets a `SetSlice` and sees indices into its own table only. The pass over a text is
+    memoised in a mapping the caller owns for the lifetime of that text (the pipeline keeps one per scanned
+    text), so the first slice asked pays for the pass and the others read the result.
+    """
+
+    def __init__(self, tables: Sequence[Sequence[str]]) -> None:
+        self._bounds: list[tuple[int, int]] = []
+        self._set: re2.Set | None = None
+        start = 0
+        for table in tables:
+            self._bounds.append((start, start + len(table)))
+            start += len(table)
+        if start == 0:
+            return
+        self._set = re2.Set.SearchSet(_options())
+        for table in tables:
+            for pattern in table:
+                if self._set.Add(pattern) < 0:
+                    raise PatternError(f"pattern rejected by the pattern set: {pattern[:60]!r}")
+        try:
+            self._set.Compile()
+        except re2.error:
+            raise PatternError("the patterns together exceed the regex memory budget") from None
+
+    def slice(self, table: int) -> SetSlice:
+        start, stop = self._bounds[table]
+        return SetSlice(self, start, stop)
+
+    def match(self, subject: str | bytes, memo: MutableMapping[object, list[int]]) -> list[int]:
+        """Sorted indices (over all tables) of the patterns matching `subject`, memoised in `memo`."""
+        hits = memo.get(self)
+        if hits is None:
+            found = self._set.Match(subject) if self._set is not None else None
+            hits = memo[self] = sorted(found) if found else []
+        return hits
+
+
+class SetSlice:
+    """One table's view of a `SharedSet`."""
+
+    __slots__ = ("_shared", "_start", "_stop")
+
+    def __init__(self, shared: SharedSet, start: int, stop: int) -> None:
+        self._shared, self._start, self._stop = shared, start, stop
+
+    def __len__(self) -> int:
+        return self._stop - self._start
+
+    def matching(self, subject: str | bytes, memo: MutableMapping[object, list[int]]) -> list[int]:
+        """Indices into this table of the patterns matching `subject` (one shared pass per memo)."""
+        start, stop = self._start, self._stop
+        return [i - start for i in self._shared.match(subject, memo) if start <= i < stop]

@@ -23,11 +23,14 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import anyio.to_thread
 
+from cisora_mesh._regex import SharedSet
 from cisora_mesh.config import MeshConfig, TenantPolicy
 from cisora_mesh.errors import ConfigError
 from cisora_mesh.events import Decision, Event, Verdict
 from cisora_mesh.pipeline.base import ScanContext, Stage
+from cisora_mesh.pipeline.dlp_patterns import BUILTIN_DETECTORS
 from cisora_mesh.pipeline.runner import Pipeline, decide, run_stages
+from cisora_mesh.pipeline.signatures import SIGNATURES
 from cisora_mesh.pipeline.stages.dlp import DlpStage
 from cisora_mesh.pipeline.stages.normalize import NormalizeStage
 from cisora_mesh.pipeline.stages.signatures import SignatureStage
@@ -88,8 +91,16 @@ async def _wait(future: Future[Any]) -> None:
 
 
 def default_stages() -> list[Stage]:
-    """The inline stages, in order: normalisation first (everything else reads its output)."""
-    return [NormalizeStage(), SignatureStage(), DlpStage()]
+    """The inline stages, in order: normalisation first (everything else reads its output).
+
+    Signatures and DLP read the same texts, so their pattern tables share one RE2 set: one pass per text.
+    """
+    shared = SharedSet([[s.pattern for s in SIGNATURES], [d.regex for d in BUILTIN_DETECTORS]])
+    return [
+        NormalizeStage(),
+        SignatureStage(SIGNATURES, prefilter=shared.slice(0)),
+        DlpStage(BUILTIN_DETECTORS, prefilter=shared.slice(1)),
+    ]
 
 
 class Mesh:

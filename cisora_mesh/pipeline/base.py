@@ -32,6 +32,8 @@ class ScanText:
     match_text: str
     offsets: OffsetMap | None = None
     derived: str | None = None  # how this text was derived ("unicode_tags", ...), None for the content itself
+    # Results of shared pattern-set passes over `match_text` (see `_regex.SharedSet`), so stages share one pass.
+    set_hits: dict[object, list[int]] = field(default_factory=dict)
 
     @property
     def kind(self) -> ContentKind:

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from cisora_mesh._regex import PatternSet, compile_linear
+from cisora_mesh._regex import PatternSet, SharedSet, compile_linear
 from cisora_mesh.errors import PatternError
 
 
@@ -14,6 +14,30 @@ def test_pattern_set_reports_every_match_with_character_offsets() -> None:
     assert patterns.matching(text) == [0, 1]
     assert list(patterns.find(text)) == [(0, 2, 5), (0, 22, 25), (1, 12, 15)]
     assert patterns.matching("nothing here") == []
+
+
+def test_shared_set_gives_each_table_its_own_indices_from_one_pass() -> None:
+    shared = SharedSet([[r"\bcat\b", r"dog"], [r"bird", r"cat", r"fish"]])
+    animals, pets = shared.slice(0), shared.slice(1)
+    assert (len(animals), len(pets)) == (2, 3)
+    memo: dict[object, list[int]] = {}
+    assert animals.matching("a cat and a fish", memo) == [0]
+    assert memo == {shared: [0, 3, 4]}  # one pass over both tables, kept for the other slice
+    assert pets.matching("a cat and a fish", memo) == [1, 2]
+    # The memo belongs to one text: a new text needs a new memo.
+    assert pets.matching("a bird", {}) == [0]
+    assert SharedSet([[], []]).slice(1).matching("anything", {}) == []
+
+
+def test_stages_reject_a_prefilter_slice_of_another_table() -> None:
+    from cisora_mesh.pipeline.stages.dlp import DlpStage
+    from cisora_mesh.pipeline.stages.signatures import SignatureStage
+
+    wrong = SharedSet([["a", "b"]]).slice(0)
+    with pytest.raises(ValueError, match="signature table"):
+        SignatureStage(prefilter=wrong)
+    with pytest.raises(ValueError, match="detector table"):
+        DlpStage(prefilter=wrong)
 
 
 def test_empty_pattern_set_matches_nothing() -> None:

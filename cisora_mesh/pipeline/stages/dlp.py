@@ -33,9 +33,8 @@ from typing import Final
 
 import re2
 
-from cisora_mesh._regex import compile_linear
+from cisora_mesh._regex import SetSlice, SharedSet, compile_linear
 from cisora_mesh.config import DlpAction
-from cisora_mesh.errors import PatternError
 from cisora_mesh.events import ContentKind, Finding, Severity, Verdict
 from cisora_mesh.pipeline.base import ScanContext, ScanText
 from cisora_mesh.pipeline.dlp_patterns import BUILTIN_DETECTORS, Detector
@@ -101,21 +100,13 @@ class DlpStage:
 
     name = "dlp"
 
-    def __init__(self, detectors: Sequence[Detector] = BUILTIN_DETECTORS) -> None:
+    def __init__(self, detectors: Sequence[Detector] = BUILTIN_DETECTORS, *, prefilter: SetSlice | None = None) -> None:
+        """`prefilter`: this table's slice of a set shared with other stages (one pass per text for all)."""
         self._detectors = [_Compiled(d) for d in detectors]
-        # One RE2 set over every built-in: a single pass says which detectors are worth running. It is built
-        # here rather than through `_regex.PatternSet` because matching runs on UTF-8 bytes (see `_scan`), which
-        # that class's str interface does not offer.
-        self._set: re2.Set | None = None
-        if detectors:
-            self._set = re2.Set.SearchSet(_set_options())
-            for detector in detectors:
-                if self._set.Add(detector.regex) < 0:
-                    raise PatternError(f"{detector.rule_id}: rejected by the pattern set")
-            try:
-                self._set.Compile()
-            except re2.error:
-                raise PatternError("built-in DLP patterns exceed the regex memory budget") from None
+        # One RE2 set over every built-in: a single pass says which detectors are worth running.
+        if prefilter is not None and len(prefilter) != len(self._detectors):
+            raise ValueError("prefilter slice does not match the detector table")
+        self._prefilter = prefilter if prefilter is not None else SharedSet([[d.regex for d in detectors]]).slice(0)
 
     @property
     def detectors(self) -> tuple[Detector, ...]:
@@ -151,9 +142,9 @@ class DlpStage:
         is_ascii = text.isascii()
         data = text.encode("ascii") if is_ascii else text.encode("utf-8")
         raw: list[tuple[Detector, Verdict, int, int, float]] = []
-        hits = self._set.Match(data) if self._set is not None else None
+        hits = self._prefilter.matching(data, scan_text.set_hits)
         if hits:
-            for index in sorted(hits):
+            for index in hits:
                 compiled = self._detectors[index]
                 det = compiled.detector
                 if det.category not in categories or det.rule_id in disabled:

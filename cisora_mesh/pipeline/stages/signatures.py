@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from cisora_mesh._regex import PatternSet, match_subject
+from cisora_mesh._regex import PatternSet, SetSlice, SharedSet, match_subject
 from cisora_mesh.events import ContentKind, Finding
 from cisora_mesh.pipeline.base import ScanContext, ScanText, raise_score
 from cisora_mesh.pipeline.scoring import ScoreModel, load_model
@@ -57,9 +57,20 @@ class _ContentHits:
 class SignatureStage:
     name = "signatures"
 
-    def __init__(self, signatures: Sequence[Signature] = SIGNATURES, model: ScoreModel | None = None) -> None:
+    def __init__(
+        self,
+        signatures: Sequence[Signature] = SIGNATURES,
+        model: ScoreModel | None = None,
+        *,
+        prefilter: SetSlice | None = None,
+    ) -> None:
+        """`prefilter`: this table's slice of a set shared with other stages (one pass per text for all)."""
         self._signatures = tuple(signatures)
-        self._set = PatternSet([s.pattern for s in self._signatures], names=[s.rule_id for s in self._signatures])
+        patterns = [s.pattern for s in self._signatures]
+        self._set = PatternSet(patterns, names=[s.rule_id for s in self._signatures])
+        if prefilter is not None and len(prefilter) != len(patterns):
+            raise ValueError("prefilter slice does not match the signature table")
+        self._prefilter = prefilter if prefilter is not None else SharedSet([patterns]).slice(0)
         self.model = model if model is not None else load_model()
         # Each finding's confidence is its rule's fitted precision for the content kind: a fixed table, so it is
         # computed once here rather than per finding.
@@ -71,11 +82,15 @@ class SignatureStage:
 
     # -- matching -----------------------------------------------------------------------------------------------
 
-    def hits(self, text: str, kind: ContentKind) -> list[Hit]:
-        """Every rule hit in `text` for a content of `kind` (spans in `text`)."""
+    def hits(self, text: str, kind: ContentKind, indices: Sequence[int] | None = None) -> list[Hit]:
+        """Every rule hit in `text` for a content of `kind` (spans in `text`).
+
+        `indices`: the rules the set pass found in `text`, when the caller already ran it.
+        """
         out: list[Hit] = []
         decodes = 0
-        indices = self._set.matching(text)
+        if indices is None:
+            indices = self._set.matching(text)
         if not indices:
             return out
         subject = match_subject(text)
@@ -127,7 +142,8 @@ class SignatureStage:
         per_content: dict[int, _ContentHits] = {}
         for scan_text in ctx.texts:
             kind = scan_text.kind
-            found = self.hits(scan_text.match_text, kind)
+            text = scan_text.match_text
+            found = self.hits(text, kind, self._prefilter.matching(text, scan_text.set_hits))
             if kind is ContentKind.OUTPUT:
                 found = [h for h in found if h.signature.rule_id in OUTPUT_RULES]
             if not found:
