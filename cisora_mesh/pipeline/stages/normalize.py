@@ -14,7 +14,10 @@ stages search, and reports what it removed:
   Emoji subdivision flags (U+1F3F4 followed by lowercase tag letters and CANCEL TAG) are legitimate and ignored.
 - ANSI escape sequences (ECMA-48 CSI/OSC/ESC) can hide or rewrite text in a terminal; they are removed and reported.
 
-ASCII text without ESC, the common case, takes a fast path that copies nothing.
+ASCII text without ESC, the common case, takes a fast path that copies nothing. Other text without hidden
+characters or escapes, whose every non-ASCII character folds to exactly one character (accented and non-Latin
+prose), is folded by substituting each distinct character once over the whole text, keeping every offset; only
+the rest walks the text run by run.
 """
 
 from __future__ import annotations
@@ -39,6 +42,10 @@ _BIDI_MARKS: Final = frozenset("\u200e\u200f\u061c")  # LRM/RLM/ALM: normal in r
 _HIDDEN: Final = re.compile(
     "[" + "".join(sorted(_ZERO_WIDTH | _INVISIBLE_FILLERS | _BIDI_CONTROLS | _BIDI_MARKS)) + "\U000e0000-\U000e007f]"
 )
+_HIDDEN_CHARS: Final = _ZERO_WIDTH | _INVISIBLE_FILLERS | _BIDI_CONTROLS | _BIDI_MARKS
+_ASCII_BYTES: Final = bytes(range(0x80))
+# Above this many distinct characters to substitute, one `str.translate` beats one `str.replace` per character.
+_MAX_REPLACES: Final = 24
 _TAG_FIRST: Final = 0xE0000
 _TAG_LAST: Final = 0xE007F
 _CANCEL_TAG: Final = 0xE007F
@@ -105,6 +112,32 @@ def _is_word(char: str) -> bool:
     return char.isalnum()
 
 
+def _fold_in_place(text: str) -> str | None:
+    """`text` folded for matching when folding keeps every offset, else None (the caller takes the slow path).
+
+    That holds when no character is hidden content (those are removed and reported) and every non-ASCII character
+    folds to exactly one character. The distinct non-ASCII characters are found without a Python-level loop over
+    the text (delete the ASCII bytes from its UTF-8 form), and each is substituted once across the whole text.
+    """
+    special = set(text.encode("utf-8", "surrogatepass").translate(None, _ASCII_BYTES).decode("utf-8", "surrogatepass"))
+    changes: dict[str, str] = {}
+    for char in special:
+        if char in _HIDDEN_CHARS or _TAG_FIRST <= ord(char) <= _TAG_LAST:
+            return None
+        folded = _FOLD_CACHE.get(char)
+        if folded is None:
+            folded = fold_char(char)
+        if len(folded) != 1:
+            return None
+        if folded != char:
+            changes[char] = folded
+    if len(changes) > _MAX_REPLACES:
+        return text.translate({ord(c): f for c, f in changes.items()})
+    for char, folded in changes.items():
+        text = text.replace(char, folded)
+    return text
+
+
 class NormalizeStage:
     """Builds `ctx.texts` from the event's contents and reports hidden content."""
 
@@ -113,9 +146,11 @@ class NormalizeStage:
     def run(self, ctx: ScanContext) -> None:
         for content in ctx.event.contents():
             text = content.text
-            if text.isascii() and "\x1b" not in text:
-                ctx.texts.append(ScanText(content=content, match_text=text))
-                continue
+            if "\x1b" not in text:
+                folded = text if text.isascii() else _fold_in_place(text)
+                if folded is not None:
+                    ctx.texts.append(ScanText(content=content, match_text=folded))
+                    continue
             self._slow_path(ctx, content)
 
     def _slow_path(self, ctx: ScanContext, content: Content) -> None:
