@@ -136,8 +136,8 @@ class AuditStore:
 
     @property
     def pending(self) -> int:
-        """Records accepted but not yet durable (queued or being committed); at most ``max_pending`` plus one
-        caller's batch."""
+        """Records accepted but not yet durable (queued or being committed): at most ``max_pending``, or one
+        larger batch on its own."""
         return self._pending
 
     # --- writing ------------------------------------------------------------------------------------------
