@@ -19,18 +19,19 @@ import msgspec
 from starlette.types import Message, Send
 
 from cisora_mesh.config import FailMode
-from cisora_mesh.events import Decision, JSONValue, ModelOutput, Subject, Verdict
+from cisora_mesh.events import Decision, Finding, JSONValue, ModelOutput, Subject, Verdict
 from cisora_mesh.pipeline.redaction import redact
 
 from . import _encoding, _scope
 from ._extract import Extracted, apply_redaction, redaction_findings, response_event, text_event
+from ._sse import SseEvent, SseSplitter
 from ._stream import StreamRedactor
 from .problems import RESPONSE_BLOCKED, RESPONSE_UNSCANNABLE, problem_body
 
 if TYPE_CHECKING:
     from .middleware import CisoraMiddleware
 
-Mode = Literal["pass", "json", "text", "stream", "withhold"]
+Mode = Literal["pass", "json", "text", "stream", "sse", "withhold"]
 
 _LENGTH: Final = frozenset({b"content-length"})
 _CODED: Final = frozenset({b"content-length", b"content-encoding"})
@@ -46,6 +47,7 @@ class ResponseGuard:
         "context",
         "done",
         "downstream",
+        "findings",
         "inflater",
         "mode",
         "mw",
@@ -53,10 +55,12 @@ class ResponseGuard:
         "request_id",
         "size",
         "sse",
+        "sse_split",
         "start",
         "started",
         "stream",
         "subject",
+        "verdict",
     )
 
     def __init__(
@@ -83,6 +87,9 @@ class ResponseGuard:
         self.sse = False
         self.done = False
         self.inflater: _encoding.Inflater | None = None
+        self.sse_split: SseSplitter | None = None
+        self.findings: list[Finding] = []  # from SSE event scans (a fallback stream keeps its own)
+        self.verdict = Verdict.ALLOW
 
     async def __call__(self, message: Message) -> None:
         kind = message["type"]
@@ -113,6 +120,8 @@ class ResponseGuard:
             await self.downstream(
                 message if message is not None else {"type": "http.response.body", "body": chunk, "more_body": more}
             )
+        elif mode == "sse":
+            await self._sse(chunk, more)
         elif mode == "stream":
             await self._stream(chunk, more)
         elif not more and not self.chunks:
@@ -157,7 +166,7 @@ class ResponseGuard:
                 self.start = {**start, "headers": _scope.replace_headers(start.get("headers", ()), _CODED)}
         if media == "text/event-stream":
             self.sse = True
-            return "stream"
+            return "sse"
         if _scope.is_json(media):
             return "json"
         if _scope.is_text(media):
@@ -297,17 +306,11 @@ class ResponseGuard:
         alert = mw.stream_mode == "alert"
         released = stream.feed_bytes(chunk, final=not more)
         if stream.blocked and not alert:
-            mw.stats.responses_blocked += 1
-            self.done = True
-            decision = self._record_stream()
-            if not self.started:
-                await self._problem(decision.id)
-                return
-            tail = b""
-            if self.sse:  # tell an SSE client why the stream ends, in-band
-                tail = b"event: error\ndata: " + problem_body(RESPONSE_BLOCKED, request_id=self.request_id) + b"\n\n"
-            await self.downstream({"type": "http.response.body", "body": tail, "more_body": False})
+            await self._end_blocked(b"")
             return
+        if not more:  # recorded before the last bytes go out: the audit never trails what the client saw
+            self.done = True
+            self._record_stream()
         if alert:
             await self._send_start()
             await self.downstream({"type": "http.response.body", "body": chunk, "more_body": more})
@@ -317,27 +320,158 @@ class ResponseGuard:
                 await self.downstream(
                     {"type": "http.response.body", "body": released.encode("utf-8"), "more_body": more}
                 )
-        if not more:
+
+    async def _end_blocked(self, released: bytes) -> None:
+        """A block verdict mid-response: a 403 problem if nothing was sent yet, else end the stream here."""
+        self.mw.stats.responses_blocked += 1
+        self.done = True
+        decision = self._record_stream()
+        if not self.started:
+            await self._problem(decision.id)
+            return
+        tail = released
+        if self.sse:  # tell an SSE client why the stream ends, in-band
+            tail += b"event: error\ndata: " + problem_body(RESPONSE_BLOCKED, request_id=self.request_id) + b"\n\n"
+        await self.downstream({"type": "http.response.body", "body": tail, "more_body": False})
+
+    # -- server-sent events ----------------------------------------------------------------------------------
+    async def _sse(self, chunk: bytes, more: bool) -> None:
+        """Scan each complete event (`_sse`); forward it as it came, or rewritten, or end the stream on a block."""
+        mw = self.mw
+        split = self.sse_split
+        if split is None:
+            split = self.sse_split = SseSplitter(max_event=mw.max_sse_event_bytes)
+        alert = mw.stream_mode == "alert"
+        if alert and more:  # audit only: bytes go out as they come, events are still scanned and recorded
+            await self._send_start()
+            await self.downstream({"type": "http.response.body", "body": chunk, "more_body": True})
+        events = split.feed(chunk)
+        if not more and (last := split.finish()) is not None:
+            events.append(last)
+        out: list[bytes] = []
+        for event in events:
+            piece = self._scan_event(event, alert=alert)
+            if piece is None:
+                await self._end_blocked(b"".join(out))
+                return
+            out.append(piece)
+        if not more:  # recorded before the last bytes go out: the audit never trails what the client saw
             self.done = True
             self._record_stream()
+            if alert:
+                await self._send_start()
+                await self.downstream({"type": "http.response.body", "body": chunk, "more_body": False})
+        if not alert and (out or not more):
+            await self._send_start(drop_length=True)  # rewriting changes the length
+            await self.downstream({"type": "http.response.body", "body": b"".join(out), "more_body": more})
+        if more and split.too_large:
+            await self._sse_overflow(split.pending(), alert=alert)
+
+    async def _sse_overflow(self, pending: bytes, *, alert: bool) -> None:
+        """An event too large to hold: hold-back streaming redaction from here on, or end the stream."""
+        mw = self.mw
+        self.sse_split = None
+        if mw.sse_overflow == "block" and not alert:
+            await self._end_blocked(b"")
+            return
+        self.mode = "stream"
+        if alert:  # already forwarded: only scan it
+            self.stream = StreamRedactor(mw.scan_stream_text(self.subject, self.context), holdback=mw.holdback_chars)
+            self.stream.feed_bytes(pending)
+        else:
+            await self._stream(pending, True)
+
+    def _scan_event(self, event: SseEvent, *, alert: bool) -> bytes | None:
+        """The bytes to forward for `event` (itself or rewritten), or None when the stream must be blocked.
+
+        The data is scanned as JSON when it is JSON (redactions land inside string values and the data stays valid
+        JSON), else as text; the event's other lines, if any, are scanned as text.
+        """
+        data = event.data
+        new_data = data
+        if data:
+            extracted, doc = self._data_event(data)
+            decision = self._scan_part(extracted, alert=alert)
+            if decision is None:
+                return None
+            if decision.verdict is Verdict.REDACT and not alert:
+                if doc is _NOT_JSON:
+                    new_data = self._redact_text(data.encode("utf-8"), decision, extracted).decode("utf-8")
+                else:
+                    encoded = msgspec.json.encode(apply_redaction(doc, decision, extracted))  # type: ignore[arg-type]
+                    new_data = encoded.decode("utf-8")
+        new_others = None
+        if event.others:
+            text = event.other_text()
+            extracted = text_event(text, subject=self.subject, event_id=_scope.new_request_id())
+            decision = self._scan_part(extracted, alert=alert)
+            if decision is None:
+                return None
+            if decision.verdict is Verdict.REDACT and not alert:
+                new_others = self._redact_text(text.encode("utf-8"), decision, extracted).decode("utf-8")
+                if new_others == text:
+                    new_others = None
+        if new_data == data and new_others is None:
+            return event.raw
+        return event.render(new_data, new_others)
+
+    def _scan_part(self, extracted: Extracted, *, alert: bool) -> Decision | None:
+        """Evaluate one part of an event; None when the stream must be blocked (never in alert mode)."""
+        mw = self.mw
+        decision = mw._evaluate(extracted.event, self.context, audit=False)
+        if decision is None:  # evaluation failed: already logged and counted
+            if mw.fail_mode is FailMode.CLOSED and not alert:
+                self.verdict = Verdict.BLOCK
+                return None
+            return Decision(event_id="", event_type="model.output", subject=self.subject, verdict=Verdict.ALLOW)
+        verdict = decision.verdict
+        self.verdict = Verdict.strictest(self.verdict, verdict)
+        self.findings.extend(decision.findings)
+        if not alert and (verdict is Verdict.BLOCK or verdict is Verdict.REVIEW):
+            return None  # a response cannot wait for a reviewer: review withholds like a block
+        return decision
+
+    def _data_event(self, data: str) -> tuple[Extracted, object]:
+        event_id = _scope.new_request_id()
+        if data.lstrip()[:1] in ("{", "[", '"'):
+            try:
+                doc: JSONValue = msgspec.json.decode(data)
+            except msgspec.DecodeError:
+                pass
+            else:  # an MCP/A2A JSON-RPC response in an event is read as one (tool results, message parts)
+                return response_event(doc, self.request, subject=self.subject, event_id=event_id), doc
+        return text_event(data, subject=self.subject, event_id=event_id), _NOT_JSON
 
     def _record_stream(self) -> Decision:
-        """One audited decision for a whole stream (chunk scans are not audited one by one)."""
-        stream = self.stream
-        if stream is None:  # pragma: no cover - only called once a stream exists
-            raise RuntimeError("no stream")
+        """One audited decision for a whole stream (event and chunk scans are not audited one by one).
+
+        Finding spans are offsets into what each scan saw: an SSE event's data, or the hold-back stream's text.
+        """
         mw = self.mw
-        if stream.findings and stream.verdict is Verdict.REDACT and mw.stream_mode == "redact":
+        stream = self.stream
+        findings = list(self.findings)
+        verdict = self.verdict
+        tags: list[str] = []
+        if mw.stream_mode == "alert":
+            tags.append("asgi:stream-alert-only")
+        else:
+            if self.sse:
+                tags.append("asgi:sse-events")
+            if stream is not None:
+                tags.append("asgi:stream-redact")
+        if stream is not None:
+            findings.extend(stream.findings)
+            verdict = Verdict.strictest(verdict, stream.verdict)
+        if findings and verdict is Verdict.REDACT and mw.stream_mode == "redact":
             mw.stats.streams_redacted += 1
-        tag = "asgi:stream-alert-only" if mw.stream_mode == "alert" else "asgi:stream-redact"
         event = ModelOutput(subject=self.subject, text="")  # the stream's text is not kept: the audit holds spans
         decision = Decision(
             event_id=event.id,
             event_type="model.output",
             subject=self.subject,
-            verdict=stream.verdict,
-            findings=tuple(stream.findings),
-            policy_ids=(tag,),
+            verdict=verdict,
+            findings=tuple(findings),
+            policy_ids=tuple(tags),
         )
         if mw.mesh.audit is not None:
             mw.mesh.audit.append_decision(decision, event)

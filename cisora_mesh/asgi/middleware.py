@@ -126,6 +126,8 @@ class CisoraMiddleware:
         scan_responses: bool = True,
         stream_mode: Literal["redact", "alert"] = "redact",
         holdback_chars: int = DEFAULT_HOLDBACK,
+        max_sse_event_bytes: int = 1 << 20,
+        sse_overflow: Literal["stream", "block"] = "stream",
         fail_mode: FailMode | Literal["open", "closed"] = FailMode.OPEN,
         subject: Callable[[Scope], Subject] = _scope.subject_from_scope,
         approval_header: str = APPROVAL_HEADER,
@@ -141,6 +143,10 @@ class CisoraMiddleware:
             raise ValueError("unknown_encoding must be 'reject' or 'unsafe_pass'")
         if stream_mode not in ("redact", "alert"):
             raise ValueError("stream_mode must be 'redact' or 'alert'")
+        if max_sse_event_bytes < 1:
+            raise ValueError("max_sse_event_bytes must be positive")
+        if sse_overflow not in ("stream", "block"):
+            raise ValueError("sse_overflow must be 'stream' or 'block'")
         if holdback_chars < 1:
             raise ValueError("holdback_chars must be at least 1")
         if capability_gate is not None and not capability_service:
@@ -161,6 +167,8 @@ class CisoraMiddleware:
         self.scan_responses = scan_responses
         self.stream_mode = stream_mode
         self.holdback_chars = holdback_chars
+        self.max_sse_event_bytes = max_sse_event_bytes
+        self.sse_overflow = sse_overflow
         self.fail_mode = FailMode(fail_mode)
         self.subject = subject
         self.approval_header = approval_header.lower()

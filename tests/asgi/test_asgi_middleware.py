@@ -270,8 +270,8 @@ async def test_sse_stream_is_redacted_and_audited_once() -> None:
     ((decision, _),) = sink.records
     assert decision.verdict is Verdict.REDACT
     assert [f.rule_id for f in decision.findings] == ["DLP-SECRET-GITHUB-TOKEN"]
-    assert decision.findings[0].start == events.index(TOKEN)
-    assert decision.policy_ids == ("asgi:stream-redact",)
+    assert decision.findings[0].start == len("the key is ")  # spans are offsets into the event's data
+    assert decision.policy_ids == ("asgi:sse-events",)
 
 
 async def test_stream_alert_only_mode_passes_bytes_but_audits() -> None:
@@ -288,13 +288,20 @@ async def test_stream_blocked_mid_way_ends_without_a_second_start() -> None:
     text = "x" * 300 + " " + FORBIDDEN + " " + "y" * 50
     async with client(make_app(holdback_chars=32, policy=PolicyEngine.from_text(OUTPUT_POLICY))) as c:
         plain = await c.get("/stream", params={"size": "50", "text": text})
-        sse = await c.get("/stream", params={"size": "50", "text": text, "type": "text/event-stream"})
+        events = "".join(f"data: {'x' * 20} {i}\n\n" for i in range(15)) + f"data: {FORBIDDEN}\n\ndata: after\n\n"
+        sse = await c.get("/stream", params={"size": "50", "text": events, "type": "text/event-stream"})
+        # no SSE framing at all: nothing is a complete event, so nothing was sent before the block
+        unframed = await c.get("/stream", params={"size": "50", "text": text, "type": "text/event-stream"})
         early = await c.get("/stream", params={"size": "500", "text": FORBIDDEN})
     assert plain.status_code == 200  # already started: truncated, never restarted (httpx asserts one start)
     assert FORBIDDEN not in plain.text
     assert plain.text.startswith("x" * 100)
+    assert sse.text.startswith(events[: events.index("data: " + FORBIDDEN)])  # the events before it went out
     assert "event: error" in sse.text
     assert "urn:cisora:problem:response-blocked" in sse.text
+    assert FORBIDDEN not in sse.text
+    assert "after" not in sse.text
+    assert_problem(unframed, 403, "response-blocked", secret=FORBIDDEN)
     assert_problem(early, 403, "response-blocked")  # blocked before anything was sent: a clean problem
 
 
