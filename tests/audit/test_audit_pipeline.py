@@ -120,6 +120,27 @@ def test_records_queued_while_a_commit_runs_share_the_next_transaction(small_sto
     assert gate.batches == [1, 199]
 
 
+def test_callers_do_not_wake_a_writer_that_is_committing(small_store: AuditStore) -> None:
+    # Waking the writer per record was a thread switch per record, fighting the callers for the GIL.
+    gate = Gate(small_store)
+    small_store._max_pending = 1000
+    first = small_store.submit_record(make_record(0))
+    assert gate.entered.wait(10)
+    wakeups: list[int] = []
+    notify = small_store._work.notify
+
+    def counting_notify(n: int = 1) -> None:
+        wakeups.append(n)
+        notify(n)
+
+    small_store._work.notify = counting_notify  # type: ignore[method-assign]
+    rest = [small_store.submit_record(make_record(i)) for i in range(1, 101)]
+    assert wakeups == []
+    gate.opened.set()
+    assert first.result(timeout=10) == 0
+    assert [f.result(timeout=10) for f in rest] == list(range(1, 101))
+
+
 def test_a_cancelled_future_does_not_stop_the_writer(small_store: AuditStore) -> None:
     gate = Gate(small_store)
     cancelled = small_store.submit_record(make_record(0))
