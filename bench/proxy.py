@@ -1,6 +1,6 @@
 """Benchmark the MCP proxy: direct vs proxied over stdio, inspection off and on (with durable audit).
 
-    python bench/proxy.py [--calls 2000] [--concurrency 16]
+    python bench/proxy.py [--calls 2000] [--concurrency 16] [--rounds 3]
 
 Drives examples/mcp_echo_server.py with raw JSON-RPC lines (no SDK client, so the client's own cost does not
 hide the proxy's), in the 2025-11-25 handshake era. Reports echo-tool latency p50/p99 (sequential calls), calls/s
@@ -8,7 +8,10 @@ hide the proxy's), in the 2025-11-25 handshake era. Reports echo-tool latency p5
 forwarded frame, with `cat` as a zero-cost upstream).
 
 HTTP: 2026-07-28 single POST exchanges (httpx, keep-alive) against the echo server served over streamable HTTP,
-direct and through `proxy http` (to the HTTP server, and to a spawned stdio server).
+direct and through `proxy http` (to the HTTP server with inspection off and on, and to a spawned stdio server).
+
+The machine is shared and noisy, so every case runs once per round, rounds interleave the cases, and the table shows
+the median over rounds; "vs direct" is the median of the per-round ratios (each round's direct run is its baseline).
 """
 
 from __future__ import annotations
@@ -164,58 +167,88 @@ async def run_http_case(url: str, calls: int, concurrency: int) -> dict[str, flo
     return {"p50": statistics.median(lat), "p99": lat[int(len(lat) * 0.99) - 1], "rate": rate, "rss": float("nan")}
 
 
-async def http_cases(env: dict[str, str], calls: int, concurrency: int) -> dict[str, dict[str, float]]:
-    echo_port, up_port, stdio_port = _free_port(), _free_port(), _free_port()
+def _rotated(names: list[str], i: int) -> list[str]:
+    """Round i starts at a different case, so no case always runs first (or right after the same neighbour)."""
+    k = i % len(names)
+    return names[k:] + names[:k]
+
+
+def summarise(runs: dict[str, list[dict[str, float]]], direct: str) -> dict[str, dict[str, float]]:
+    """Median over rounds; the ratio and added latency are taken per round against that round's direct run."""
+    out = {}
+    base = runs[direct]
+    for name, rs in runs.items():
+        out[name] = {
+            "p50": statistics.median(r["p50"] for r in rs),
+            "p99": statistics.median(r["p99"] for r in rs),
+            "add50": statistics.median(r["p50"] - b["p50"] for r, b in zip(rs, base, strict=True)),
+            "add99": statistics.median(r["p99"] - b["p99"] for r, b in zip(rs, base, strict=True)),
+            "rate": statistics.median(r["rate"] for r in rs),
+            "ratio": statistics.median(r["rate"] / b["rate"] for r, b in zip(rs, base, strict=True)),
+            "rss": max(r["rss"] for r in rs),
+        }
+    return out
+
+
+async def http_cases(
+    env: dict[str, str], calls: int, concurrency: int, rounds: int
+) -> dict[str, list[dict[str, float]]]:
+    echo_port, off_port, up_port, stdio_port = _free_port(), _free_port(), _free_port(), _free_port()
     direct = f"http://127.0.0.1:{echo_port}/mcp"
     base = [*PROXY[:-1], "http"]
+    off = ["--no-inspect", "--pinning", "off"]
     procs = [
         await asyncio.create_subprocess_exec(*ECHO, "--http", str(echo_port), env=env, cwd=ROOT),
+        await asyncio.create_subprocess_exec(
+            *base, "--port", str(off_port), *off, "--upstream", direct, env=env, cwd=ROOT
+        ),
         await asyncio.create_subprocess_exec(*base, "--port", str(up_port), "--upstream", direct, env=env, cwd=ROOT),
         await asyncio.create_subprocess_exec(*base, "--port", str(stdio_port), "--", *ECHO, env=env, cwd=ROOT),
     ]
-    results = {}
+    cases = {
+        "HTTP direct": (direct, None),
+        "HTTP proxy -> HTTP, inspection off": (f"http://127.0.0.1:{off_port}/mcp", procs[1]),
+        "HTTP proxy -> HTTP, inspect + audit": (f"http://127.0.0.1:{up_port}/mcp", procs[2]),
+        "HTTP proxy -> stdio, inspect + audit": (f"http://127.0.0.1:{stdio_port}/mcp", procs[3]),
+    }
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in cases}
     try:
-        for port in (echo_port, up_port, stdio_port):
+        for port in (echo_port, off_port, up_port, stdio_port):
             await _wait_port(port)
-        results["HTTP direct"] = await run_http_case(direct, calls, concurrency)
-        proxied = await run_http_case(f"http://127.0.0.1:{up_port}/mcp", calls, concurrency)
-        proxied["rss"] = rss_mb(procs[1].pid)
-        results["HTTP proxy -> HTTP, inspect + audit"] = proxied
-        to_stdio = await run_http_case(f"http://127.0.0.1:{stdio_port}/mcp", calls, concurrency)
-        to_stdio["rss"] = rss_mb(procs[2].pid)
-        results["HTTP proxy -> stdio, inspect + audit"] = to_stdio
+        for i in range(rounds):
+            for name in _rotated(list(cases), i):
+                url, proc = cases[name]
+                result = await run_http_case(url, calls, concurrency)
+                result["rss"] = rss_mb(proc.pid) if proc is not None else float("nan")
+                runs[name].append(result)
     finally:
         for proc in procs:
             proc.terminate()
             await proc.wait()
-    return results
+    return runs
 
 
-def print_table(title: str, results: dict[str, dict[str, float]], direct: dict[str, float]) -> None:
+def print_table(title: str, results: dict[str, dict[str, float]]) -> None:
     print(f"\n{title}\n")
     cols = ("p50 ms", "p99 ms", "+p50", "+p99", "calls/s", "vs direct", "RSS MB")
     widths = (8, 8, 7, 7, 9, 9, 7)
     print(f"{'case':<38} " + " ".join(f"{c:>{w}}" for c, w in zip(cols, widths, strict=True)))
     for name, r in results.items():
-        added50 = r["p50"] - direct["p50"]
-        added99 = r["p99"] - direct["p99"]
         rss = "" if r["rss"] != r["rss"] else f"{r['rss']:.0f}"  # NaN: not a proxy
         print(
-            f"{name:<38} {r['p50']:8.3f} {r['p99']:8.3f} {added50:+7.3f} {added99:+7.3f} "
-            f"{r['rate']:9.0f} {r['rate'] / direct['rate']:9.0%} {rss:>7}"
+            f"{name:<38} {r['p50']:8.3f} {r['p99']:8.3f} {r['add50']:+7.3f} {r['add99']:+7.3f} "
+            f"{r['rate']:9.0f} {r['ratio']:9.0%} {rss:>7}"
         )
 
 
-async def startup(env: dict[str, str], runs: int = 5) -> float:
+async def startup(env: dict[str, str], options: list[str], runs: int = 5) -> float:
     """Spawn to first frame echoed back through `cat`: the proxy's own start-up, upstream cost ~0."""
     times = []
     for _ in range(runs):
         t = time.perf_counter()
         proc = await asyncio.create_subprocess_exec(
             *PROXY,
-            "--no-audit",
-            "--pinning",
-            "off",
+            *options,
             "--",
             "cat",
             stdin=asyncio.subprocess.PIPE,
@@ -240,6 +273,7 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--http-calls", type=int, default=500)
     parser.add_argument("--no-http", action="store_true")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per case (median reported)")
     args = parser.parse_args()
     home = tempfile.mkdtemp(prefix="cisora-bench-")
     env = {**os.environ, "CISORA_MESH_HOME": home}
@@ -249,17 +283,31 @@ async def main() -> None:
         "proxy, inspection + pins, no audit": [*PROXY, "--no-audit", "--", *ECHO],
         "proxy, inspection + pins + audit": [*PROXY, "--", *ECHO],
     }
-    results = {}
-    for name, argv in cases.items():
-        results[name] = await run_case(argv, env, args.calls, args.concurrency)
-    results["direct"]["rss"] = float("nan")
-    title = f"stdio, echo tool, {args.calls} calls; throughput with {args.concurrency} in flight"
-    print_table(title, results, results["direct"])
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in cases}
+    for i in range(args.rounds):
+        for name in _rotated(list(cases), i):
+            result = await run_case(cases[name], env, args.calls, args.concurrency)
+            if name == "direct":
+                result["rss"] = float("nan")
+            runs[name].append(result)
+    title = (
+        f"stdio, echo tool, {args.calls} calls; throughput with {args.concurrency} in flight; "
+        f"median of {args.rounds} rounds"
+    )
+    print_table(title, summarise(runs, "direct"))
     if not args.no_http:
-        http = await http_cases(env, args.http_calls, args.concurrency)
-        title = f"streamable HTTP (2026-07-28 POSTs), {args.http_calls} calls; {args.concurrency} in flight"
-        print_table(title, http, http["HTTP direct"])
-    print(f"\nproxy start-up (spawn to first forwarded frame, median of 5): {await startup(env):.3f} s")
+        http = await http_cases(env, args.http_calls, args.concurrency, args.rounds)
+        title = (
+            f"streamable HTTP (2026-07-28 POSTs), {args.http_calls} calls; {args.concurrency} in flight; "
+            f"median of {args.rounds} rounds"
+        )
+        print_table(title, summarise(http, "HTTP direct"))
+    bare = await startup(env, ["--no-audit", "--pinning", "off"])
+    full = await startup(env, [])
+    print(
+        f"\nproxy start-up (spawn to first forwarded frame, median of 5): {bare:.3f} s bare, "
+        f"{full:.3f} s with inspection + pins + durable audit"
+    )
 
 
 if __name__ == "__main__":

@@ -105,6 +105,12 @@ class PinStore:
         except sqlite3.Error as exc:
             raise PinStoreError(f"cannot open pin store {path}: {exc}") from None
         self._lock = threading.Lock()
+        # `callable()` runs on every tools/call: answer it from memory while nobody has written the store. Writes
+        # by other processes (`cisora-mesh pins approve`) show up as a new `PRAGMA data_version` (SQLite: it
+        # changes when another connection commits); our own writes bump `_generation` and clear the cache.
+        self._cache: dict[tuple[str, str, str], Pin | None] = {}
+        self._data_version: int | None = None
+        self._generation = 0
 
     @classmethod
     def in_data_dir(cls, data_dir: Path) -> PinStore:
@@ -142,9 +148,15 @@ class PinStore:
                     self._db.execute("ROLLBACK")
                     raise
                 self._db.execute("COMMIT")
+                self._forget()
         except sqlite3.Error as exc:
             raise PinStoreError(f"pin store write failed: {exc}") from None
         return out
+
+    def _forget(self) -> None:
+        # Called with `_lock` held, after a write through this connection.
+        self._generation += 1
+        self._cache.clear()
 
     def _observe(
         self,
@@ -215,12 +227,31 @@ class PinStore:
 
     def callable(self, tenant: str, server: str, tool: str, *, mode: Literal["tofu", "approve"]) -> Pin | None:
         """The pin if calling `tool` is not allowed, else None. An unknown tool is allowed only in TOFU mode."""
-        pin = self.get(tenant, server, tool)
+        pin = self._cached(tenant, server, tool)
         if pin is None:
             if mode == "tofu":
                 return None
             return Pin(tenant, server, tool, "pending", None, "", "never listed", 0.0, 0.0)
         return None if pin.callable else pin
+
+    def _cached(self, tenant: str, server: str, tool: str) -> Pin | None:
+        key = (tenant, server, tool)
+        try:
+            with self._lock:
+                version = self._db.execute("PRAGMA data_version").fetchone()[0]
+                if version != self._data_version:
+                    self._data_version = version
+                    self._cache.clear()
+                elif key in self._cache:
+                    return self._cache[key]
+                generation = self._generation
+        except sqlite3.Error as exc:
+            raise PinStoreError(f"pin store read failed: {exc}") from None
+        pin = self.get(tenant, server, tool)
+        with self._lock:
+            if generation == self._generation and version == self._data_version:
+                self._cache[key] = pin
+        return pin
 
     # --- operator side ----------------------------------------------------------------------------------------
 
@@ -249,6 +280,7 @@ class PinStore:
                     f"UPDATE pins SET {assignment}, updated=? WHERE tenant=? AND server=? AND tool=?",  # noqa: S608 - fixed fragments
                     (ts, tenant, server, tool),
                 )
+                self._forget()
         except sqlite3.Error as exc:
             raise PinStoreError(f"pin store write failed: {exc}") from None
         return self.get(tenant, server, tool) if cur.rowcount else None

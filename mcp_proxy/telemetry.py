@@ -23,13 +23,15 @@ mean re-encoding every frame. A frame the proxy rebuilds anyway (a redacted call
 
 Never on a span: payload text, arguments, results, tokens or other secrets (only names, ids, codes and verdicts).
 
-Cost: with no tracer provider configured (the OpenTelemetry default) each message costs one provider check and no
-allocation; attributes are only built when ``span.is_recording()``.
+Cost: with no tracer provider configured (the OpenTelemetry default) each message costs a clock read (the global
+provider is looked up once a second, so one installed later is picked up within a second) and no allocation;
+attributes are only built when ``span.is_recording()``.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -55,6 +57,7 @@ _W3C: Final = TraceContextTextMapPropagator()
 # W3C Trace Context §3.2: version "00" is 2+1+32+1+16+1+2 = 55 characters.
 _TRACEPARENT_LEN: Final = 55
 _TOOL_ERROR: Final = re.compile(rb'"isError"\s*:\s*true')
+_LOOK_EVERY: Final = 1.0
 
 
 class _Meta(msgspec.Struct):
@@ -107,6 +110,7 @@ class ProxyTelemetry:
         self._provider = provider
         self._tracer: Tracer | None = None
         self._off = False
+        self._next_look = 0.0  # monotonic time of the next look at the global provider
 
     def tracer(self) -> Tracer | None:
         """The tracer, or None while tracing is off (no provider, or a no-op one): callers then do nothing."""
@@ -114,9 +118,17 @@ class ProxyTelemetry:
             return self._tracer
         if self._off:
             return None
-        provider = self._provider if self._provider is not None else trace.get_tracer_provider()
+        provider = self._provider
+        if provider is None:
+            # Looking the global provider up reads the environment (~1 us): once a second is enough to notice an
+            # application installing one, and keeps an untraced proxy at one clock read per message.
+            now = time.monotonic()
+            if now < self._next_look:
+                return None
+            self._next_look = now + _LOOK_EVERY
+            provider = trace.get_tracer_provider()
         if isinstance(provider, ProxyTracerProvider):
-            return None  # nothing installed yet: ask again next time
+            return None  # nothing installed yet
         tracer = provider.get_tracer(sc.PROXY_TRACER_NAME)
         if isinstance(provider, NoOpTracerProvider) or isinstance(tracer, NoOpTracer):
             self._off = True  # an explicit no-op provider (or OTEL_SDK_DISABLED) stays off

@@ -112,3 +112,30 @@ async def test_approval_mode_and_poisoned_tool_hidden(tmp_path: Path, monkeypatc
         with pytest.raises(MCPError) as err:
             await client.call_tool("add", {"a": 1, "b": 2})
         assert err.value.error.code == -32012
+
+
+def test_callable_cache_sees_every_write(tmp_path: Path) -> None:
+    """`callable()` is answered from memory, but a write by this store or by another process is seen at once."""
+    from mcp_proxy.pinning import PinStore
+
+    proxy_side = PinStore.in_data_dir(tmp_path)
+    operator = PinStore.in_data_dir(tmp_path)  # another connection, as `cisora-mesh pins revoke` would open
+    try:
+        tool = {"name": "echo", "description": "Echo.", "inputSchema": {"type": "object"}}
+        proxy_side.observe("t", "s", [tool], mode="tofu", complete=True)
+        assert proxy_side.callable("t", "s", "echo", mode="tofu") is None
+        assert proxy_side.callable("t", "s", "echo", mode="tofu") is None  # cached
+        operator.revoke("t", "s", "echo")
+        denied = proxy_side.callable("t", "s", "echo", mode="tofu")
+        assert denied is not None and denied.status == "revoked"
+        operator.approve("t", "s", "echo")
+        assert proxy_side.callable("t", "s", "echo", mode="tofu") is None
+        proxy_side.revoke("t", "s", "echo")  # our own write
+        assert proxy_side.callable("t", "s", "echo", mode="tofu") is not None
+        proxy_side.observe("t", "s", [{**tool, "description": "changed"}], mode="tofu", complete=True)
+        assert proxy_side.callable("t", "s", "echo", mode="tofu") is not None  # still revoked
+        operator.approve("t", "s", "echo")
+        assert proxy_side.callable("t", "s", "echo", mode="tofu") is None
+    finally:
+        proxy_side.close()
+        operator.close()
