@@ -47,6 +47,50 @@ def compile_linear(pattern: str, *, name: str = "pattern") -> re2._Regexp:
     return compiled
 
 
+# The binding's public `search`/`finditer` wrap each RE2 call in a generator and a match object whose every
+# `start()`/`end()` asks RE2 for its group count again; on the inline path that costs as much as matching a short
+# text. The spans functions below call the compiled object's `Match` directly on bytes (offsets need no
+# conversion), and fall back to the public API where that object is not there (another binding version).
+_UNANCHORED: Final = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
+
+
+def _raw(regex: re2._Regexp) -> object | None:
+    return getattr(regex, "_regexp", None) if _UNANCHORED is not None else None
+
+
+def first_span(regex: re2._Regexp, subject: str | bytes) -> tuple[int, int] | None:
+    """The leftmost match of `regex` in `subject` as `(start, end)`, or None. Offsets index `subject`."""
+    raw = _raw(regex)
+    if raw is None or not isinstance(subject, bytes):
+        match = regex.search(subject)
+        return None if match is None else (match.start(), match.end())
+    start, end = raw.Match(_UNANCHORED, subject, 0, len(subject))[0]  # type: ignore[attr-defined]
+    return None if start < 0 else (start, end)
+
+
+def iter_spans(regex: re2._Regexp, subject: str | bytes, group: int = 0) -> Iterator[tuple[int, int, int, int]]:
+    """`(start, end, group_start, group_end)` of each non-overlapping match, as `finditer` finds them.
+
+    A group that did not take part in a match has offsets (-1, -1).
+    """
+    raw = _raw(regex)
+    if raw is None or not isinstance(subject, bytes):
+        for match in regex.finditer(subject):
+            group_start, group_end = match.span(group)
+            yield match.start(), match.end(), group_start, group_end
+        return
+    pos, size = 0, len(subject)
+    while pos <= size:
+        spans = raw.Match(_UNANCHORED, subject, pos, size)  # type: ignore[attr-defined]
+        start, end = spans[0]
+        if start < 0:
+            return
+        group_start, group_end = spans[group]
+        yield start, end, group_start, group_end
+        # An empty match must not stall the scan (built-in and custom patterns reject empty matches anyway).
+        pos = end if end > start else end + 1
+
+
 def match_subject(text: str) -> str | bytes:
     """What to hand RE2 for `text`: ASCII text as bytes, where byte offsets are character offsets.
 
@@ -97,8 +141,8 @@ class PatternSet:
             return
         subject = match_subject(text)
         for index in indices:
-            for match in self._compiled[index].finditer(subject):
-                yield index, match.start(), match.end()
+            for start, end, _, _ in iter_spans(self._compiled[index], subject):
+                yield index, start, end
 
 
 class SharedSet:

@@ -4,7 +4,8 @@ import time
 
 import pytest
 
-from cisora_mesh._regex import PatternSet, SharedSet, compile_linear
+from cisora_mesh import _regex
+from cisora_mesh._regex import PatternSet, SharedSet, compile_linear, first_span, iter_spans
 from cisora_mesh.errors import PatternError
 
 
@@ -38,6 +39,47 @@ def test_stages_reject_a_prefilter_slice_of_another_table() -> None:
         SignatureStage(prefilter=wrong)
     with pytest.raises(ValueError, match="detector table"):
         DlpStage(prefilter=wrong)
+
+
+def _corpus() -> list[str]:
+    """Texts dense in matches of the built-in tables (their own test examples, glued in twos and threes)."""
+    from tests.pipeline.test_dlp_patterns import NEGATIVES, POSITIVES
+    from tests.pipeline.test_signatures import CASES
+
+    texts = [t for _, t, _ in POSITIVES] + [t for _, t in NEGATIVES] + [t for p in CASES.values() for t, _ in p]
+    return texts + [" ".join(texts[i : i + 3]) for i in range(0, len(texts), 2)]
+
+
+@pytest.mark.parametrize("fallback", [False, True], ids=["direct", "public-api"])
+def test_span_helpers_agree_with_the_binding(monkeypatch: pytest.MonkeyPatch, fallback: bool) -> None:
+    import re2
+
+    from cisora_mesh.pipeline.dlp_patterns import BUILTIN_DETECTORS
+    from cisora_mesh.pipeline.signatures import SIGNATURES
+
+    if fallback:
+        monkeypatch.setattr(_regex, "_UNANCHORED", None)
+    tables = [(re2.compile(d.regex), d.group) for d in BUILTIN_DETECTORS] + [
+        (re2.compile(s.pattern), 0) for s in SIGNATURES
+    ]
+    texts = [t.encode() for t in _corpus() if t.isascii()]
+    assert len(texts) > 300
+    found = 0
+    for regex, group in tables:
+        for data in texts:
+            expected = [(m.start(), m.end(), *m.span(group)) for m in regex.finditer(data)]
+            assert list(iter_spans(regex, data, group)) == expected
+            first = regex.search(data)
+            assert first_span(regex, data) == (None if first is None else first.span())
+            found += len(expected)
+    assert found > 1000  # the comparison saw real matches, not only misses
+
+
+def test_span_helpers_use_character_offsets_for_non_ascii_text() -> None:
+    regex = compile_linear(r"k[eé]y=\w+")
+    text = "Grüße: kéy=abc, key=def"
+    assert [text[s:e] for s, e, _, _ in iter_spans(regex, text)] == ["kéy=abc", "key=def"]
+    assert first_span(regex, text) == (7, 14)
 
 
 def test_empty_pattern_set_matches_nothing() -> None:

@@ -33,7 +33,7 @@ from typing import Final
 
 import re2
 
-from cisora_mesh._regex import SetSlice, SharedSet, compile_linear
+from cisora_mesh._regex import SetSlice, SharedSet, compile_linear, iter_spans
 from cisora_mesh.config import DlpAction
 from cisora_mesh.events import ContentKind, Finding, Severity, Verdict
 from cisora_mesh.pipeline.base import ScanContext, ScanText
@@ -184,8 +184,7 @@ class DlpStage:
         left, right = compiled.left, compiled.right
         out: list[tuple[int, int, float]] = []
         length = len(data)
-        for match in compiled.bregex.finditer(data):
-            start, end = match.span(det.group)
+        for _, _, start, end in iter_spans(compiled.bregex, data, det.group):
             if start < 0 or end <= start:
                 continue
             if left and start > 0 and data[start - 1] in left:

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from cisora_mesh._regex import PatternSet, SetSlice, SharedSet, match_subject
+from cisora_mesh._regex import PatternSet, SetSlice, SharedSet, first_span, iter_spans, match_subject
 from cisora_mesh.events import ContentKind, Finding
 from cisora_mesh.pipeline.base import ScanContext, ScanText, raise_score
 from cisora_mesh.pipeline.scoring import ScoreModel, load_model
@@ -100,26 +100,25 @@ class SignatureStage:
                 continue
             regex = self._set.regex(index)
             if not sig.candidate:
-                match = regex.search(subject)
-                if match is not None:
-                    out.append(Hit(sig, match.start(), match.end()))
+                span = first_span(regex, subject)
+                if span is not None:
+                    out.append(Hit(sig, *span))
                 continue
             # A candidate proposes blobs to decode: every blob counts (up to the bound), since a harmless one may
             # come first and hide the encoded instruction behind it.
-            for match in regex.finditer(subject):
+            for start, end, _, _ in iter_spans(regex, subject):
                 if decodes >= MAX_DECODES:
                     break
                 decodes += 1
-                blob = match.group(0)
-                decoded = _decode(sig.rule_id, blob.decode("ascii") if isinstance(blob, bytes) else blob)
+                decoded = _decode(sig.rule_id, text[start:end])  # offsets index `text` too (see match_subject)
                 if decoded is None:
                     continue
                 inner = self.hits_plain(decoded, kind)
                 if not inner:
                     continue
-                out.append(Hit(sig, match.start(), match.end()))
+                out.append(Hit(sig, start, end))
                 # The decoded instruction is evidence in its own right; spans point at the blob.
-                out.extend(Hit(h.signature, match.start(), match.end(), sig.rule_id) for h in inner)
+                out.extend(Hit(h.signature, start, end, sig.rule_id) for h in inner)
         return out
 
     def hits_plain(self, text: str, kind: ContentKind) -> list[Hit]:
