@@ -54,16 +54,18 @@ def decoder_for(value: str) -> Inflater | None:
 class Inflater:
     """Incremental gzip/deflate decoding: `feed` coded bytes, `read(n)` at most n decoded bytes, then `finish`."""
 
-    __slots__ = ("_d", "_gzip", "_tail")
+    __slots__ = ("_d", "_fed", "_gzip", "_tail")
 
     def __init__(self, coding: str) -> None:
         self._gzip = coding in GZIP
         self._tail = b""  # coded input not yet handed to zlib
+        self._fed = False  # an empty body is empty in any coding (a HEAD response, a 200 with no content)
         # gzip: one decompressor per member; deflate: created once the first two bytes show which format it is.
         self._d: zlib._Decompress | None = zlib.decompressobj(_GZIP_WBITS) if self._gzip else None
 
     def feed(self, data: bytes) -> None:
         if data:
+            self._fed = True
             self._tail = self._tail + data if self._tail else data
 
     def read(self, limit: int) -> bytes:
@@ -102,6 +104,8 @@ class Inflater:
     def finish(self) -> None:
         """Check that the coded body ended where a stream (or gzip member) ends: a truncated body is malformed."""
         d = self._d
+        if not self._fed:
+            return
         if self._tail or (d is not None and not d.eof) or (d is None and not self._gzip):
             raise DecodeError("the coded body is truncated")
 

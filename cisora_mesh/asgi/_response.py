@@ -1,13 +1,19 @@
 """Response scanning: a wrapper around `send` that holds the response start, then passes, buffers or stream-redacts.
 
 Modes, chosen at the first body message from the held start's headers:
-* "pass": not text (binary, images), 204/304, or response scanning off for it: forwarded untouched;
+* "pass": not text (binary, images), 204/304: forwarded untouched;
 * "json"/"text": buffered up to `max_response_bytes`, evaluated once, redacted or replaced by a 403 problem;
   beyond the limit the guard falls back to "stream";
-* "stream": incremental redaction with a hold-back window (`_stream.StreamRedactor`).
+* "sse": `text/event-stream`, scanned one complete event at a time (`_sse.SseSplitter`); an event past
+  `max_sse_event_bytes` falls back to "stream" or ends the response (`sse_overflow`);
+* "stream": incremental redaction with a hold-back window (`_stream.StreamRedactor`);
+* "withhold": a text/JSON/SSE response in a content coding that cannot be decoded: a 502 problem replaces it.
 
-The start is held until the first body message, so a problem can still replace a response that has not started,
-and a second start is never sent (Starlette's GZipMiddleware holds its start the same way).
+A gzip/deflate response (the app compressed despite `Accept-Encoding: identity`, or relayed an upstream's bytes) is
+decoded in pieces of at most `_PIECE` bytes and handled as if the app had sent the decoded bytes; it goes out
+decoded, without `Content-Encoding`. The start is held until the first body message, so a problem can still
+replace a response that has not started, and a second start is never sent (Starlette's GZipMiddleware holds its
+start the same way). A stream's one audit record is written before its last bytes are sent.
 """
 
 from __future__ import annotations

@@ -17,14 +17,22 @@ streaming responses). For each HTTP request it:
    enforces the decision: block -> 403 problem; review -> 409 problem naming the decision id to retry with
    (`Cisora-Approval: <decision id>` once a reviewer approved it, for this exact request, before it expires);
    redact -> the app receives the body with the redacted strings written back and a corrected Content-Length;
-3. scans the response. With response scanning on, the app sees `Accept-Encoding: identity`, so it answers
-   uncompressed (put GZipMiddleware outside this middleware to compress what was scanned); a response compressed
-   anyway (gzip/deflate) is decoded for scanning and sent decoded, and one in a coding the middleware cannot
-   decode is replaced by a 502 problem (or passed with `unknown_encoding="unsafe_pass"`). JSON and text bodies are
-   buffered (up to `max_response_bytes`) and redacted or replaced by
-   a 403 problem; streams (SSE, chunked text) are redacted incrementally with a hold-back window, or only
-   audited with `stream_mode="alert"`. The response start is held until the first body message, so a problem can
-   still replace a response that has not started, and a second start is never sent.
+3. scans the response (`_response`). With response scanning on, the app sees `Accept-Encoding: identity`, so it
+   answers uncompressed (put GZipMiddleware outside this middleware to compress what was scanned); a response
+   compressed anyway (gzip/deflate) is decoded for scanning and sent decoded, and one in a coding the middleware
+   cannot decode is replaced by a 502 problem (or passed with `unknown_encoding="unsafe_pass"`).
+   JSON and text bodies are buffered (up to `max_response_bytes`) and redacted or replaced by a 403 problem.
+   Server-sent events (`text/event-stream`, what chat and MCP servers stream) are scanned one event at a time
+   (`_sse`): each event is reassembled across network chunks up to `max_sse_event_bytes`, its data scanned as JSON
+   (redacted inside string values) or text, its other lines as text, and forwarded as it came or rewritten; a
+   larger event falls back to hold-back redaction (`sse_overflow="stream"`) or ends the stream (`"block"`).
+   Other streams (chunked text) are redacted incrementally with a hold-back window of `holdback_chars`. With
+   `stream_mode="alert"` streams pass unchanged and are only audited. The response start is held until the first
+   body message, so a problem can still replace a response that has not started, and a second start is never
+   sent; a stream blocked after it started ends there (SSE: with an `event: error` carrying the problem).
+
+Limits: a secret split across two *separate* SSE events (token-by-token deltas) is not reassembled, since each
+event is scanned on its own; brotli and zstd bodies are refused (415) rather than decoded.
 
 Failure mode (`fail_mode`): if evaluation itself raises, "open" (default, the product's choice for detection)
 forwards the traffic, logs the exception type, counts it in `stats` and audits a decision carrying an

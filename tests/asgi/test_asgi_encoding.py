@@ -73,6 +73,10 @@ async def corrupt_gzip(request: Request) -> Response:
     return Response(b"\x1f\x8b\x08\x00garbage" * 4, media_type="application/json", headers={"content-encoding": "gzip"})
 
 
+async def gzip_empty(request: Request) -> Response:
+    return Response(b"", media_type="application/json", headers={"content-encoding": "gzip"})
+
+
 async def leak(request: Request) -> Response:
     return JSONResponse({"answer": f"the token is {TOKEN}", "padding": "p" * 600})
 
@@ -84,6 +88,7 @@ ROUTES = [
     Route("/br-json", br_json),
     Route("/corrupt-gzip", corrupt_gzip),
     Route("/leak", leak),
+    Route("/gzip-empty", gzip_empty),
 ]
 
 
@@ -234,6 +239,12 @@ def test_compressed_stream_split_secret_is_redacted(url: str) -> None:
         assert "content-encoding" not in resp.headers
         text = "".join(resp.iter_text())
     assert text == f"streamed start; token={REDACTED}; streamed end"
+
+
+def test_empty_coded_response_is_not_an_error(url: str) -> None:
+    with httpx.Client(base_url=url, timeout=10) as c:
+        resp = c.get("/gzip-empty")
+    assert (resp.status_code, resp.content) == (200, b"")
 
 
 def test_response_in_unknown_coding_is_withheld(url: str, lenient_url: str) -> None:
