@@ -25,7 +25,7 @@ import msgspec
 from starlette.types import Message, Send
 
 from cisora_mesh.config import FailMode
-from cisora_mesh.events import Decision, Finding, JSONValue, ModelOutput, Subject, Verdict
+from cisora_mesh.events import Decision, Finding, JSONValue, ModelOutput, Subject, Verdict, new_id
 from cisora_mesh.pipeline.redaction import redact
 
 from . import _encoding, _scope
@@ -283,7 +283,7 @@ class ResponseGuard:
             self.start = {**start, "headers": _scope.replace_headers(start.get("headers", ()), _LENGTH, add)}
 
     def _response_event(self, body: bytes) -> tuple[Extracted, object]:
-        event_id = _scope.new_request_id()
+        event_id = new_id()
         if self.mode == "json":
             try:
                 doc: JSONValue = msgspec.json.decode(body)
@@ -409,7 +409,7 @@ class ResponseGuard:
         new_others = None
         if event.others:
             text = event.other_text()
-            extracted = text_event(text, subject=self.subject, event_id=_scope.new_request_id())
+            extracted = text_event(text, subject=self.subject, event_id=new_id())
             decision = self._scan_part(extracted, alert=alert)
             if decision is None:
                 return None
@@ -438,7 +438,7 @@ class ResponseGuard:
         return decision
 
     def _data_event(self, data: str) -> tuple[Extracted, object]:
-        event_id = _scope.new_request_id()
+        event_id = new_id()
         if data.lstrip()[:1] in ("{", "[", '"'):
             try:
                 doc: JSONValue = msgspec.json.decode(data)

@@ -10,8 +10,6 @@ lowercased here whatever the server did, so `Content-Encoding` spelled in capita
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Iterable
 from typing import Final
 
@@ -81,15 +79,3 @@ def replace_headers(
 def with_headers(scope: Scope, drop: frozenset[bytes], add: Iterable[tuple[bytes, bytes]] = ()) -> Scope:
     """A copy of `scope` with headers dropped and added (the original scope is never mutated)."""
     return {**scope, "headers": replace_headers(scope["headers"], drop, add)}
-
-
-def new_request_id() -> str:
-    """A UUIDv7-layout id (48-bit ms timestamp, version, 74 random bits), the layout of `events.new_id`.
-
-    Formatted directly instead of through `uuid.UUID`, whose constructor checks dominate the cost on this path.
-    """
-    ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms << 80) | (0x7 << 76) | ((rand >> 68) << 64) | (0b10 << 62) | (rand & ((1 << 62) - 1))
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

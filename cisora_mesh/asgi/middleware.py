@@ -52,7 +52,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cisora_mesh.auth.capability import CapabilityDenied, CapabilityGate
 from cisora_mesh.config import FailMode
-from cisora_mesh.events import Decision, Event, Finding, JSONValue, ModelOutput, Severity, Subject, Verdict
+from cisora_mesh.events import Decision, Event, Finding, JSONValue, ModelOutput, Severity, Subject, Verdict, new_id
 from cisora_mesh.mesh import Mesh
 from cisora_mesh.pipeline.runner import decide
 from cisora_mesh.policy.apply import PolicyMesh, apply_policy
@@ -83,9 +83,10 @@ logger = logging.getLogger("cisora_mesh.asgi")
 EVAL_ERROR_RULE: Final = "ASGI-EVAL-ERROR"
 APPROVAL_HEADER: Final = "cisora-approval"
 ACTOR: Final = "cisora-asgi"
-_NO_HEADERS: Final[frozenset[bytes]] = frozenset()
 _BODY_HEADERS: Final = frozenset({b"content-length", b"content-encoding"})
 _ACCEPT_ENCODING: Final = frozenset({b"accept-encoding"})
+_BODY_AND_ACCEPT: Final = _BODY_HEADERS | _ACCEPT_ENCODING
+_IDENTITY: Final = (b"accept-encoding", b"identity")
 CAPABILITY_DENIED: Final = ProblemType(
     403,
     "capability-denied",
@@ -189,7 +190,7 @@ class CisoraMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _scope.new_request_id()
+        request_id = new_id()
         heads = _scope.BodyHeads(scope["headers"], self._approval_raw)
         inflater: _encoding.Inflater | None = None
         opaque = False  # a body in a coding we cannot read, forwarded unread (unsafe_pass only)
@@ -275,15 +276,14 @@ class CisoraMiddleware:
         response can be scanned (compress outside this middleware instead: add GZipMiddleware after it). Removing
         the field would not do: RFC 9110 section 12.5.3 reads a request without it as accepting any coding.
         """
-        drop: frozenset[bytes] = _NO_HEADERS
-        add: list[tuple[bytes, bytes]] = []
         if rewritten:
-            drop = _BODY_HEADERS
-            add.append((b"content-length", str(len(body)).encode("ascii")))
+            length = (b"content-length", str(len(body)).encode("ascii"))
+            if self.scan_responses:
+                return _scope.with_headers(scope, _BODY_AND_ACCEPT, [length, _IDENTITY])
+            return _scope.with_headers(scope, _BODY_HEADERS, [length])
         if self.scan_responses:
-            drop = drop | _ACCEPT_ENCODING
-            add.append((b"accept-encoding", b"identity"))
-        return _scope.with_headers(scope, drop, add) if add else scope
+            return _scope.with_headers(scope, _ACCEPT_ENCODING, [_IDENTITY])
+        return scope
 
     def _decode(self, inflater: _encoding.Inflater, body: bytes) -> bytes:
         """The decoded body, at most `max_body_bytes` of it: zlib never produces more than asked for (zip bombs)."""
