@@ -128,3 +128,20 @@ async def test_gate_is_optional_and_needs_a_service_name() -> None:
     w = _World()
     with pytest.raises(ValueError, match="capability_service"):
         CisoraMiddleware(make_app(), capability_gate=w.gate)
+
+
+async def test_gate_sees_through_gzip_and_refuses_what_it_cannot_read() -> None:
+    import gzip
+
+    w = _World()
+    app = make_app(capability_gate=w.gate, capability_service=SERVICE, unknown_encoding="unsafe_pass")
+    raw = json.dumps(w.mcp_body({"reply": "ok"}, pop=None, token=False)).encode()
+    async with client(app) as c:
+        # a gzip body is decoded before the gate reads it: the missing token is seen
+        r = await c.post("/mcp", content=gzip.compress(raw), headers={"content-encoding": "gzip"})
+        assert _denied(r)
+        # a coding nobody can read here is refused even with unsafe_pass: authorization fails closed
+        r = await c.post("/mcp", content=b"\x0b\x02\x80", headers={"content-encoding": "br"})
+        assert r.status_code == 415
+        assert r.json()["type"] == "urn:cisora:problem:unsupported-content-encoding"
+    assert [e.reason for e in w.events] == ["missing_token"]

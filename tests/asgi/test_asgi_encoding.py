@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _asgi_support import INJECTION, TOKEN, chunks_of, serve
+from _asgi_support import INJECTION, TOKEN, chunks_of, client, middleware_of, serve
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
@@ -38,7 +38,7 @@ async def echo(request: Request) -> Response:
     h = request.headers
     return JSONResponse(
         {
-            "received": body.decode(),
+            "received": body.decode(errors="replace"),
             "length": len(body),
             "content_length": h.get("content-length"),
             "content_encoding": h.get("content-encoding"),
@@ -306,3 +306,14 @@ def test_inflater_truncated_finish_raises() -> None:
     inflater.read(10_000)
     with pytest.raises(DecodeError):
         inflater.finish()
+
+
+async def test_stats_count_decoded_and_unscanned_bodies() -> None:
+    app = app_with(unknown_encoding="unsafe_pass")
+    async with client(app) as c:
+        await c.post("/echo", content=gzip.compress(chat("hi")), headers={"content-encoding": "gzip"})
+        await c.post("/echo", content=b"\x0b\x02\x80", headers={"content-encoding": "br"})
+        await c.get("/gzip-json")
+        await c.get("/br-json")
+    stats = middleware_of(app).stats
+    assert (stats.bodies_decoded, stats.unscanned_encoded) == (2, 2)
