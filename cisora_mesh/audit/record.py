@@ -95,6 +95,25 @@ class AuditRecord(msgspec.Struct, frozen=True, kw_only=True):
         cls, decision: Decision, event: Event, *, policy_version: str | None = None, digest_key: bytes | None = None
     ) -> AuditRecord:
         subject = decision.subject
+        # Built on the caller's thread for every audited message (the proxy's hot path): most decisions are
+        # allows without findings, so that case skips the generator machinery entirely.
+        found = decision.findings
+        rule_ids: tuple[str, ...] = ()
+        summaries: tuple[FindingSummary, ...] = ()
+        if found:
+            rule_ids = tuple(dict.fromkeys([f.rule_id for f in found]))
+            summaries = tuple(
+                [
+                    FindingSummary(
+                        detector=f.detector,
+                        rule_id=f.rule_id,
+                        category=f.category,
+                        severity=str(f.severity),
+                        confidence_band=score_band(f.confidence),
+                    )
+                    for f in found
+                ]
+            )
         return cls(
             kind="decision",
             tenant=subject.tenant,
@@ -105,21 +124,12 @@ class AuditRecord(msgspec.Struct, frozen=True, kw_only=True):
             event_id=decision.event_id,
             event_type=decision.event_type,
             verdict=str(decision.verdict),
-            rule_ids=tuple(dict.fromkeys(f.rule_id for f in decision.findings)),
+            rule_ids=rule_ids,
             policy_ids=decision.policy_ids,
             policy_version=policy_version,
-            findings=tuple(
-                FindingSummary(
-                    detector=f.detector,
-                    rule_id=f.rule_id,
-                    category=f.category,
-                    severity=str(f.severity),
-                    confidence_band=score_band(f.confidence),
-                )
-                for f in decision.findings
-            ),
+            findings=summaries,
             score_band=score_band(decision.score),
-            content_digests=tuple(content_digest(c.text, digest_key) for c in event.contents()),
+            content_digests=tuple([content_digest(c.text, digest_key) for c in event.contents()]),
             trace_id=decision.trace_id or event.trace_id,
             at_ms=int(event.at * 1000) if event.at else time.time_ns() // 1_000_000,
         )

@@ -66,6 +66,31 @@ def test_decision_record_has_digests_not_payloads(tmp_path: Path) -> None:
     assert rec["content_digests"][0].startswith("hmac-sha256:")
 
 
+def test_decision_record_rule_ids_are_deduplicated_in_order_and_empty_without_findings() -> None:
+    from cisora_mesh.audit import AuditRecord, FindingSummary
+
+    event = ContentScan(kind=ContentKind.PROMPT, text="x", subject=Subject(tenant="t1"))
+
+    def finding(rule: str, confidence: float) -> Finding:
+        return Finding(detector="sig", rule_id=rule, category="inj", severity=Severity.LOW, confidence=confidence)
+
+    found = (finding("b", 0.9), finding("a", 0.1), finding("b", 0.6))
+    with_findings = Decision(
+        event_id=event.id, event_type="content.scan", subject=event.subject, verdict=Verdict.REVIEW, findings=found
+    )
+    rec = AuditRecord.from_decision(with_findings, event, digest_key=b"k" * 32)
+    assert rec.rule_ids == ("b", "a")
+    assert [f.confidence_band for f in rec.findings] == ["high", "low", "medium"]
+    assert rec.findings[0] == FindingSummary(
+        detector="sig", rule_id="b", category="inj", severity="low", confidence_band="high"
+    )
+    plain = Decision(event_id=event.id, event_type="content.scan", subject=event.subject, verdict=Verdict.ALLOW)
+    rec = AuditRecord.from_decision(plain, event, digest_key=b"k" * 32)
+    assert rec.rule_ids == () and rec.findings == ()
+    assert len(rec.content_digests) == 1
+    assert b'"rule_ids":[]' in rec.canonical() and b'"findings":[]' in rec.canonical()
+
+
 def test_content_digest_is_keyed_and_stable(tmp_path: Path) -> None:
     import hashlib
 
