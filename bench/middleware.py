@@ -7,7 +7,7 @@ Servers: three uvicorn subprocesses on loopback, started by the same function wi
 scanning requests and responses. The middleware runs the inline stages (normalisation, signatures, DLP) and the
 starter policy pack. The endpoint reads the body and answers `{"message": "hello, world", "ok": true}`.
 
-Request: the same small chat-style JSON POST to every server (a system and a user message, 207 bytes), with the
+Request: the same small chat-style JSON POST to every server (a system and a user message, 211 bytes), with the
 headers a real client sends (Host, Content-Type, Content-Length, Accept, Accept-Encoding, User-Agent), on one
 keep-alive connection per server.
 
