@@ -165,14 +165,18 @@ class Inspector:
         # attached anywhere else could be left out of one of them and let calls through unchecked.
         self.capability = capability
         self.subject = Subject(tenant=tenant, session=session)
-        # A durable audit append blocks for a commit; do it off the event loop so other frames keep flowing and
+        # A durable audit append blocks for a commit; await it (`Mesh.aevaluate`) so other frames keep flowing and
         # concurrent decisions share one group commit. Without an audit sink the inline path is ~30 us: stay inline.
         self._threaded = mesh.audit is not None
+        # Only preventive decisions wait for their commit by default (`audit.durable_before = "preventive"`); an
+        # allow commits in the background and returns at once, so the pump only pays for running inspections
+        # concurrently (a task, a future and a queue hop per message) when every decision waits.
+        self._waits = self._threaded and mesh.config.audit.durable_before == "all"
 
     @property
     def waits(self) -> bool:
-        """True when an evaluation waits on I/O (the audit commit), so running several at once pays off."""
-        return self._threaded
+        """True when most evaluations wait on I/O (the audit commit), so running several at once pays off."""
+        return self._waits
 
     async def evaluate(self, event: McpMessage) -> Decision:
         if self._threaded:
