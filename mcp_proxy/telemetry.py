@@ -58,6 +58,7 @@ _W3C: Final = TraceContextTextMapPropagator()
 _TRACEPARENT_LEN: Final = 55
 _TOOL_ERROR: Final = re.compile(rb'"isError"\s*:\s*true')
 _LOOK_EVERY: Final = 1.0
+_MAX_SERVER_REQUESTS: Final = 1024
 
 
 class _Meta(msgspec.Struct):
@@ -156,7 +157,7 @@ class MessageSpans:
     upstream: Transport
     session_id: str | None = None
     protocol_version: str | None = None
-    # server-to-client request id -> method, so the client's answer can be named (bounded by requests in flight)
+    # server-to-client request id -> method, so the client's answer can be named (at most 1024 kept)
     server_requests: dict[RequestId, str] = field(default_factory=dict)
 
     # --- client -> proxy ------------------------------------------------------------------------------------------
@@ -211,6 +212,8 @@ class MessageSpans:
         req_method = str(env.method)
         params = _params(env.params)
         if rid is not None:
+            if len(self.server_requests) >= _MAX_SERVER_REQUESTS:  # never answered: forget the oldest
+                del self.server_requests[next(iter(self.server_requests))]
             self.server_requests[rid] = req_method
         span = self._start(tracer, req_method, params, SpanKind.CLIENT, None)
         if span.is_recording():

@@ -192,3 +192,32 @@ def test_no_provider_means_no_work() -> None:
     frame = b'{"jsonrpc":"2.0","id":1,"method":"ping"}'
     span, out = spans.from_client(jsonrpc.decode(frame), frame)
     assert span is None and out is frame
+
+
+async def test_server_request_spans(tmp_path: Path, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    """A sampling request from the server: its span (CLIENT) carries the decision; a refusal is an error."""
+    server = str(Path(__file__).with_name("sampling_server.py"))
+    rt = runtime(tmp_path, provider=provider)
+    async with stdio_proxy(rt, [PY, server]) as client:
+        await client.handshake()
+        await client.send(
+            {"id": 1, "method": "tools/call", "params": {"name": "ask_model", "arguments": {"text": "hi"}}}
+        )
+        asked = await client.next()
+        assert asked["method"] == "sampling/createMessage"
+        answer = {"role": "assistant", "content": {"type": "text", "text": "ok"}, "model": "m"}
+        await client.send({"id": asked["id"], "result": answer})
+        assert (await client.response(1))["result"]["content"][0]["text"] == "sampled: ok"
+        refused = await client.request(2, "tools/call", {"name": "ask_model", "arguments": {"text": "@injection"}})
+        assert refused["result"]["content"][0]["text"] == "refused: -32010"
+    spans = exporter.get_finished_spans()
+    relayed, blocked = [s for s in spans if s.name == "sampling/createMessage" and s.kind is SpanKind.CLIENT]
+    assert dict(relayed.attributes or {})["cisora.verdict"] == "allow"
+    assert relayed.status.status_code is StatusCode.UNSET
+    attrs = dict(blocked.attributes or {})
+    assert attrs["cisora.verdict"] == "block" and attrs["error.type"] == "-32010"
+    assert blocked.status.status_code is StatusCode.ERROR
+    # The client's answer to the server's request is named after it.
+    reply = _by_name(spans, "sampling/createMessage", SpanKind.SERVER)
+    assert dict(reply.attributes or {})["jsonrpc.request.id"] == str(asked["id"])
+    _no_payload(spans)
