@@ -58,7 +58,7 @@ from cisora_mesh.pipeline.runner import decide
 from cisora_mesh.policy.apply import PolicyMesh, apply_policy
 from cisora_mesh.policy.engine import PolicyEngine
 from cisora_mesh.policy.errors import LifecycleError
-from cisora_mesh.policy.lifecycle import Lifecycle, request_digest
+from cisora_mesh.policy.lifecycle import AuditTransitionLog, Lifecycle, TransitionSink, request_digest
 from cisora_mesh.policy.routing import Router
 
 from . import _encoding, _scope
@@ -117,6 +117,14 @@ class MiddlewareStats:
     fail_closed: int = 0
 
 
+def _default_lifecycle(mesh: Mesh) -> Lifecycle:
+    """Review decisions' lifecycle; its transitions go to the mesh's audit store when it has one."""
+    store: object = mesh.audit  # any sink; the audit store also records transitions
+    if isinstance(store, TransitionSink):
+        return Lifecycle(AuditTransitionLog(store))
+    return Lifecycle()
+
+
 class CisoraMiddleware:
     """Pure ASGI middleware enforcing mesh decisions on requests and responses (options are keyword-only)."""
 
@@ -164,7 +172,7 @@ class CisoraMiddleware:
         self.mesh = mesh or Mesh()
         self.policy = policy
         self.evaluator = PolicyMesh(self.mesh, policy)
-        self.lifecycle = lifecycle or Lifecycle()
+        self.lifecycle = lifecycle or _default_lifecycle(self.mesh)
         self.router = router or Router()
         self.max_body_bytes = max_body_bytes
         self.max_response_bytes = max_response_bytes
@@ -366,7 +374,9 @@ class CisoraMiddleware:
                 return None
             self.stats.requests_reviewed += 1
             severity = self.router.route(decision).severity
-            self.lifecycle.create(decision.id, severity=severity, actor=ACTOR, request_digest=digest)
+            self.lifecycle.create(
+                decision.id, severity=severity, actor=ACTOR, request_digest=digest, tenant=decision.subject.tenant
+            )
             return _Reply(REVIEW, {**extra, "approval_header": self.approval_header})
         if verdict is Verdict.REDACT:
             self.stats.requests_redacted += 1

@@ -67,6 +67,7 @@ class Transition(msgspec.Struct, frozen=True, kw_only=True):
     actor: str
     at: float
     detail: dict[str, str] = msgspec.field(default_factory=dict)
+    tenant: str = "default"  # the decision's tenant (audit records are per tenant)
 
 
 class ReviewRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -80,6 +81,7 @@ class ReviewRecord(msgspec.Struct, frozen=True, kw_only=True):
     approval_expires_at: float | None = None
     created_at: float
     updated_at: float
+    tenant: str = "default"
 
 
 @runtime_checkable
@@ -103,6 +105,7 @@ class InMemoryTransitionLog:
             return [t for t in self.transitions if t.decision_id == decision_id]
 
 
+@runtime_checkable
 class TransitionSink(Protocol):
     """What `AuditTransitionLog` needs of an audit store (`cisora_mesh.audit.AuditStore` is one)."""
 
@@ -119,7 +122,8 @@ class TransitionSink(Protocol):
 
 
 class AuditTransitionLog:
-    """Appends every transition to the audit store as a `transition` record; returns once it is durable.
+    """Appends every transition to the audit store as a `transition` record of the decision's tenant; returns
+    once it is durable.
 
     A decision's first transition has no previous state: it is recorded as coming from `created`. A
     reclassification keeps the state and is recorded as a move from that state to itself by its actor.
@@ -127,9 +131,8 @@ class AuditTransitionLog:
 
     CREATED: Final = "created"
 
-    def __init__(self, store: TransitionSink, *, tenant: str = "default") -> None:
+    def __init__(self, store: TransitionSink) -> None:
         self._store = store
-        self._tenant = tenant
 
     def append(self, transition: Transition) -> None:
         self._store.append_transition(
@@ -137,7 +140,7 @@ class AuditTransitionLog:
             from_state=transition.from_state.value if transition.from_state is not None else self.CREATED,
             to_state=transition.to_state.value,
             actor=transition.actor,
-            tenant=self._tenant,
+            tenant=transition.tenant,
         )
 
 
@@ -182,6 +185,7 @@ class Lifecycle:
         actor: str,
         auto_approved: bool = False,
         request_digest: str | None = None,
+        tenant: str = "default",
     ) -> ReviewRecord:
         """Start tracking a decision, awaiting approval or (routing said so) auto-approved."""
         _require_actor(actor)
@@ -198,6 +202,7 @@ class Lifecycle:
                 request_digest=request_digest,
                 created_at=now,
                 updated_at=now,
+                tenant=tenant,
             )
             self.log.append(
                 Transition(
@@ -207,6 +212,7 @@ class Lifecycle:
                     to_state=S.AWAITING_APPROVAL,
                     actor=actor,
                     at=now,
+                    tenant=tenant,
                 )
             )
             if auto_approved:
@@ -218,6 +224,7 @@ class Lifecycle:
                         to_state=state,
                         actor=actor,
                         at=now,
+                        tenant=tenant,
                     )
                 )
             self._records[decision_id] = record
@@ -258,6 +265,7 @@ class Lifecycle:
                     actor=actor,
                     at=now,
                     detail={"from": record.severity.value, "to": severity.value, "reason": reason},
+                    tenant=record.tenant,
                 )
             )
             updated = msgspec.structs.replace(record, severity=severity, original_severity=original, updated_at=now)
@@ -301,6 +309,7 @@ class Lifecycle:
                 actor=actor,
                 at=now,
                 detail=detail,
+                tenant=record.tenant,
             )
         )
         updated = msgspec.structs.replace(record, state=target, updated_at=now, **changes)

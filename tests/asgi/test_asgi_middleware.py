@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,8 +12,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cisora_mesh.asgi import CisoraMiddleware
-from cisora_mesh.asgi.middleware import EVAL_ERROR_RULE
-from cisora_mesh.events import Verdict
+from cisora_mesh.asgi.middleware import ACTOR, EVAL_ERROR_RULE
+from cisora_mesh.events import Subject, Verdict
 from cisora_mesh.mesh import Mesh
 from cisora_mesh.policy import PolicyEngine, starter_pack
 from cisora_mesh.policy.lifecycle import DecisionState, Lifecycle
@@ -410,3 +411,32 @@ async def test_client_disconnect_while_reading_body_ends_quietly() -> None:
 def test_invalid_options_are_rejected(options: dict[str, Any]) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - any of several messages
         CisoraMiddleware(make_app(), **options)
+
+
+async def test_review_lifecycle_goes_to_the_mesh_audit_store(tmp_path: Path) -> None:
+    """Without an explicit lifecycle, a review decision's transitions land in the mesh's chained audit store,
+    under the tenant of the request's subject."""
+    from cisora_mesh.audit import open_store
+
+    policy = PolicyEngine.from_text('rule R review tool_call when tool.name == "wire_money"')
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "wire_money", "arguments": {}}}
+    with open_store(None, data_dir=tmp_path) as store:
+        inner = make_app(mesh=Mesh(audit=store), policy=policy)
+
+        async def as_acme(scope: Any, receive: Any, send: Any) -> None:
+            await inner({**scope, "cisora.subject": Subject(tenant="acme")}, receive, send)
+
+        async with client(as_acme) as c:
+            body = assert_problem(await c.post("/mcp", json=call), 409, "review-required")
+            decision_id = body["decision_id"]
+            middleware_of(inner).lifecycle.approve(decision_id, actor="alice")
+            ok = await c.post("/mcp", json=call, headers={"cisora-approval": decision_id})
+            assert ok.status_code == 200
+        moves = [r["record"] for r in store.tail(50) if r["record"]["kind"] == "transition"]
+        assert [(m["from_state"], m["to_state"], m["actor"], m["tenant"]) for m in moves] == [
+            ("created", "awaiting_approval", ACTOR, "acme"),
+            ("awaiting_approval", "approved", "alice", "acme"),
+            ("approved", "executed", ACTOR, "acme"),
+        ]
+        assert {m["decision_id"] for m in moves} == {decision_id}
+        assert store.verify().ok

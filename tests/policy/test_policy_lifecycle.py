@@ -202,9 +202,9 @@ def test_transitions_land_in_the_chained_audit_store(tmp_path: Path) -> None:
     from cisora_mesh.policy.lifecycle import AuditTransitionLog
 
     with open_store(None, data_dir=tmp_path) as store:
-        flow = Lifecycle(AuditTransitionLog(store, tenant="acme"), clock=Clock(), approval_ttl=60)
+        flow = Lifecycle(AuditTransitionLog(store), clock=Clock(), approval_ttl=60)
         digest = request_digest("POST", "/tools/delete", {"path": "/tmp/x"})
-        flow.create("d-1", severity=Severity.HIGH, actor="router", request_digest=digest)
+        flow.create("d-1", severity=Severity.HIGH, actor="router", request_digest=digest, tenant="acme")
         flow.reclassify("d-1", severity=Severity.MEDIUM, actor="alice")
         flow.approve("d-1", actor="alice")
         flow.execute("d-1", actor="gateway", request_digest=digest)
