@@ -163,20 +163,21 @@ class Mesh:
         """`evaluate` for async callers; the event loop never blocks on model inference or on the audit commit.
 
         The inline stages run on the loop (they are sub-millisecond). A full evaluation's async stages run in a
-        worker thread. The audit append is awaited without a thread hop when the sink offers `submit_decision`
-        (a future resolved by its group-commit writer), so concurrent decisions share one durable commit.
+        worker thread. The audit append is awaited without a thread hop when the sink offers `asubmit_decision` or
+        `submit_decision` (a future resolved by its group-commit writer), so concurrent decisions share one durable
+        commit.
         """
         if full and self.async_stages:
             return await anyio.to_thread.run_sync(lambda: self.evaluate(event, full=True))
         ctx, decision = self._decide(event, full=False)
         if self.audit is not None:
-            submit = getattr(self.audit, "submit_decision", None)
-            if submit is None:
+            future = await self._submit_async(decision, event)
+            if future is None:
                 await anyio.to_thread.run_sync(self.audit.append_decision, decision, event)
             elif self._waits_for(decision):
-                await _wait(submit(decision, event))
+                await _wait(future)
             else:
-                self._track(submit(decision, event))
+                self._track(future)
         self._after(ctx, decision, event, full=False)
         return decision
 
@@ -223,6 +224,19 @@ class Mesh:
             pending = list(self._pending)
         for future in pending:
             future.exception(timeout=timeout)
+
+    async def _submit_async(self, decision: Decision, event: Event) -> Future[Any] | None:
+        """Hand the decision to a sink that commits in the background; None if the sink cannot (append instead).
+
+        The audit store's `asubmit_decision` waits for room without blocking the loop when its queue is full;
+        a sink with only `submit_decision` is called directly.
+        """
+        asubmit = getattr(self.audit, "asubmit_decision", None)
+        if asubmit is not None:
+            future: Future[Any] = await asubmit(decision, event)
+            return future
+        submit = getattr(self.audit, "submit_decision", None)
+        return submit(decision, event) if submit is not None else None
 
     def _waits_for(self, decision: Decision) -> bool:
         # Preventive decisions (anything but allow) are always durable before the caller enforces them. An allow

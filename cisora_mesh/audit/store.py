@@ -220,6 +220,13 @@ class AuditStore:
         """Enqueue a decision; the future resolves to its index once durable (async callers await it)."""
         return self.submit_record(self._decision_record(decision, event, None))
 
+    async def asubmit_decision(self, decision: Decision, event: Event) -> Future[int]:
+        """`submit_decision` for async code: waits for room (backpressure) without blocking the event loop, then
+        returns the future that resolves once the record is durable."""
+        record = self._decision_record(decision, event, None)
+        future: Future[int] = await self._asubmit(_Job([(record.tenant, record.canonical())], single=True))
+        return future
+
     def _decision_record(self, decision: Decision, event: Event, policy_version: str | None) -> AuditRecord:
         if self._digest_key is None:
             self._digest_key = self._keys.digest_key()

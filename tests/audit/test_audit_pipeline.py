@@ -171,6 +171,33 @@ async def test_aappend_record_waits_for_room_without_blocking_the_event_loop(sma
     assert [f.result(timeout=10) for f in accepted] == [0, 1, 2, 3]
 
 
+async def test_mesh_aevaluate_does_not_stall_the_loop_on_a_full_audit_queue(small_store: AuditStore) -> None:
+    from cisora_mesh import Mesh
+
+    gate = Gate(small_store)
+    accepted = [small_store.submit_record(make_record(i)) for i in range(4)]
+    mesh = Mesh(audit=small_store)
+    clean = ContentScan(kind=ContentKind.PROMPT, text="What is the capital of France?")
+    task = asyncio.create_task(mesh.aevaluate(clean))  # an allow: committed in the background once there is room
+    opener = threading.Timer(0.5, gate.opened.set)
+    opener.start()
+    try:
+        loop = asyncio.get_running_loop()
+        ticks = []
+        while not task.done():
+            ticks.append(loop.time())
+            await asyncio.sleep(0.01)
+        gaps = [b - a for a, b in itertools.pairwise(ticks)]
+        assert len(ticks) > 10 and max(gaps) < 0.3, "the event loop stalled while the decision waited for room"
+        decision = await task
+    finally:
+        opener.cancel()
+        gate.opened.set()
+    mesh.flush(timeout=10)
+    assert [f.result(timeout=10) for f in accepted] == [0, 1, 2, 3]
+    assert small_store.tail(1)[0]["record"]["decision_id"] == decision.id
+
+
 async def test_aappend_decision_returns_the_durable_index(tmp_path: Path) -> None:
     event = ContentScan(kind=ContentKind.PROMPT, text="hello", subject=Subject(tenant="acme"))
     decision = Decision(event_id=event.id, event_type="content.scan", subject=event.subject, verdict=Verdict.ALLOW)
