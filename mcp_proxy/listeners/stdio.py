@@ -23,7 +23,7 @@ class StdioDownstream:
         self._reader = reader
         self._writer = writer
         self._max_frame = max_frame
-        self._lock = anyio.Lock()
+        self._lock = anyio.Lock(fast_acquire=True)  # see StdioUpstream: no loop round trip per frame
         self.closed = False
 
     @classmethod
