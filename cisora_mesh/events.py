@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import os
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any, Final, TypeAlias
@@ -81,10 +82,42 @@ class Direction(enum.StrEnum):
     OUTBOUND = "outbound"  # away from the agent: tool calls, A2A requests, model output to a user
 
 
+class _RandomPool:
+    """Bytes from the OS CSPRNG, read 4 KiB at a time.
+
+    `os.urandom` releases the GIL around its system call; with another thread busy (the audit writer), taking the
+    GIL back can cost far more than the call, and every decision makes several ids. One read serves 400 ids. The
+    pool is dropped in a forked child, which must not hand out its parent's bytes again.
+    """
+
+    _SIZE: Final = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._buf = b""
+        self._pos = 0
+
+    def take(self, n: int) -> bytes:
+        with self._lock:
+            if self._pos + n > len(self._buf):
+                self._buf, self._pos = os.urandom(self._SIZE), 0
+            chunk = self._buf[self._pos : self._pos + n]
+            self._pos += n
+            return chunk
+
+    def reset(self) -> None:
+        self._lock = threading.Lock()
+        self._buf, self._pos = b"", 0
+
+
+_pool: Final = _RandomPool()
+os.register_at_fork(after_in_child=_pool.reset)
+
+
 def new_id() -> str:
     """A sortable, unique event id (UUIDv7 layout: 48-bit ms timestamp, then randomness)."""
     ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10)) & ((1 << 74) - 1)
+    rand = int.from_bytes(_pool.take(10)) & ((1 << 74) - 1)
     value = (ms << 80) | (0x7 << 76) | ((rand >> 62) << 64) | (0b10 << 62) | (rand & ((1 << 62) - 1))
     # The RFC 9562 text form, built directly (uuid.UUID objects cost more than the rest of this function).
     h = f"{value:032x}"
