@@ -131,6 +131,8 @@ class AuditSettings(_Model):
     # "preventive": block/review/redact decisions are durable before they are enforced; allow decisions are
     # committed in the background (they change nothing on the wire). "all": every decision waits for its commit.
     durable_before: Literal["preventive", "all"] = "preventive"
+    # How long a background (allow) record may wait for others to share its commit; 0 commits each at once.
+    background_linger_ms: Annotated[float, Field(ge=0, le=1000)] = 5.0
 
 
 class PolicySettings(_Model):

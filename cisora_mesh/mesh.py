@@ -15,6 +15,7 @@ of them escalates the verdict, a follow-up decision (`stages="full"`) is audited
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -90,6 +91,16 @@ async def _wait(future: Future[Any]) -> None:
     await asyncio.wrap_future(future)
 
 
+def _takes_background(sink: object) -> bool:
+    submit = getattr(sink, "submit_decision", None)
+    if submit is None:
+        return False
+    try:
+        return "background" in inspect.signature(submit).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def default_stages() -> list[Stage]:
     """The inline stages, in order: normalisation first (everything else reads its output).
 
@@ -121,6 +132,8 @@ class Mesh:
         # one. An explicit engine wins over the config's `[policy]` pack and files.
         self.policy_engine = policy if policy is not None else _configured_policy(self.config)
         self.audit = audit
+        # Sinks that take `background=True` (the audit store) may hold allows briefly to share a commit.
+        self._background: dict[str, bool] = {"background": True} if _takes_background(audit) else {}
         self.pipeline = Pipeline(stages if stages is not None else default_stages())
         self.async_stages: tuple[AsyncStage, ...] = tuple(async_stages)
         self.on_escalation = on_escalation
@@ -231,12 +244,13 @@ class Mesh:
         The audit store's `asubmit_decision` waits for room without blocking the loop when its queue is full;
         a sink with only `submit_decision` is called directly.
         """
+        background = {} if self._waits_for(decision) else self._background
         asubmit = getattr(self.audit, "asubmit_decision", None)
         if asubmit is not None:
-            future: Future[Any] = await asubmit(decision, event)
+            future: Future[Any] = await asubmit(decision, event, **background)
             return future
         submit = getattr(self.audit, "submit_decision", None)
-        return submit(decision, event) if submit is not None else None
+        return submit(decision, event, **background) if submit is not None else None
 
     def _waits_for(self, decision: Decision) -> bool:
         # Preventive decisions (anything but allow) are always durable before the caller enforces them. An allow
@@ -249,7 +263,7 @@ class Mesh:
             return
         submit = getattr(self.audit, "submit_decision", None)
         if submit is not None and not self._waits_for(decision):
-            self._track(submit(decision, event))
+            self._track(submit(decision, event, **self._background))
         else:
             self.audit.append_decision(decision, event)
 

@@ -53,14 +53,20 @@ _MAX_BATCH: Final = 8192  # records per transaction: bounds lock hold time and m
 # producer faster than the disk is slowed down instead of growing the queue without limit. Room for one full
 # batch being committed plus a few queued behind it, so the bound never costs throughput.
 DEFAULT_MAX_PENDING: Final = 4 * _MAX_BATCH
+# How long a record nobody waits for may wait to share a commit (see `AuditStore._linger_for_background`).
+DEFAULT_BACKGROUND_LINGER: Final = 0.005
 
 
 class _Job:
-    __slots__ = ("future", "records", "single")
+    __slots__ = ("future", "records", "single", "urgent")
 
-    def __init__(self, records: list[tuple[str, bytes]] | None, *, single: bool = False) -> None:
+    def __init__(
+        self, records: list[tuple[str, bytes]] | None, *, single: bool = False, background: bool = False
+    ) -> None:
         self.records = records  # None: sign a checkpoint at this point of the sequence
         self.single = single  # resolve to the one record's index instead of a list of indices
+        # Somebody waits for it. Background records (nobody waits) may linger to share a commit.
+        self.urgent = not (background and records)
         self.future: Future[Any] = Future()
 
 
@@ -95,9 +101,12 @@ class AuditStore:
         checkpoint_interval: float | None = None,
         checkpoint_on_close: bool = True,
         max_pending: int = DEFAULT_MAX_PENDING,
+        background_linger: float = DEFAULT_BACKGROUND_LINGER,
     ) -> None:
         if max_pending < 1:
             raise ValueError("max_pending must be at least 1")
+        if background_linger < 0:
+            raise ValueError("background_linger must not be negative")
         self._backend = backend
         self._checkpoint_on_close = checkpoint_on_close
         self._keys = keyring
@@ -105,6 +114,7 @@ class AuditStore:
         self._every = checkpoint_every if checkpoint_every and checkpoint_every > 0 else None
         self._interval = checkpoint_interval
         self._max_pending = max_pending
+        self._background_linger = background_linger
         # Checked once: a runtime-checkable Protocol isinstance() walks the protocol's attributes every call.
         self._server_side = backend if isinstance(backend, ServerSideAppender) else None
         self.log_id = backend.setup()
@@ -118,6 +128,8 @@ class AuditStore:
         self._room = threading.Condition(self._lock)
         self._jobs: deque[_Job] = deque()
         self._queued = 0  # records in _jobs
+        self._urgent = 0  # jobs in _jobs somebody waits for (not background)
+        self._queue_started = 0.0  # when the first job of the current queue arrived
         self._pending = 0  # records accepted and not yet acknowledged (queued + being committed)
         self._waiting = False
         self._wake_at = 1
@@ -166,10 +178,13 @@ class AuditStore:
                         self._room.wait()
                         if self._closed:
                             raise StoreError("audit store is closed")
+            if not self._jobs:
+                self._queue_started = time.monotonic()
             self._pending += n
             self._queued += n
             self._jobs.append(job)
-            if self._waiting and (self._queued >= self._wake_at or not n):
+            self._urgent += job.urgent
+            if self._waiting and (job.urgent or self._queued >= self._wake_at):
                 self._work.notify()
         return True
 
@@ -216,15 +231,21 @@ class AuditStore:
         """`append_decision` for async code (see `aappend_record`)."""
         return await self.aappend_record(self._decision_record(decision, event, policy_version))
 
-    def submit_decision(self, decision: Decision, event: Event) -> Future[int]:
-        """Enqueue a decision; the future resolves to its index once durable (async callers await it)."""
-        return self.submit_record(self._decision_record(decision, event, None))
+    def submit_decision(self, decision: Decision, event: Event, *, background: bool = False) -> Future[int]:
+        """Enqueue a decision; the future resolves to its index once durable (async callers await it).
 
-    async def asubmit_decision(self, decision: Decision, event: Event) -> Future[int]:
+        `background=True` says nobody waits for this record (an allow the caller already acted on): the writer
+        may hold it up to `background_linger` seconds to commit it together with the records that follow.
+        """
+        record = self._decision_record(decision, event, None)
+        return self._submit(_Job([(record.tenant, record.canonical())], single=True, background=background))
+
+    async def asubmit_decision(self, decision: Decision, event: Event, *, background: bool = False) -> Future[int]:
         """`submit_decision` for async code: waits for room (backpressure) without blocking the event loop, then
         returns the future that resolves once the record is durable."""
         record = self._decision_record(decision, event, None)
-        future: Future[int] = await self._asubmit(_Job([(record.tenant, record.canonical())], single=True))
+        job = _Job([(record.tenant, record.canonical())], single=True, background=background)
+        future: Future[int] = await self._asubmit(job)
         return future
 
     def _decision_record(self, decision: Decision, event: Event, policy_version: str | None) -> AuditRecord:
@@ -281,9 +302,11 @@ class AuditStore:
                     self._waiting, self._wake_at = True, want
                     self._work.wait(linger)
                     self._waiting = False
+                self._linger_for_background()
                 while self._jobs and count < _MAX_BATCH:
                     job = self._jobs.popleft()
                     jobs.append(job)
+                    self._urgent -= job.urgent
                     if job.records is not None:
                         count += len(job.records)
                     else:
@@ -291,6 +314,20 @@ class AuditStore:
                 self._queued -= count
                 self._last_batch = max(count, 1)
             return jobs, count, signs, self._stopping and not self._jobs
+
+    def _linger_for_background(self) -> None:
+        """With only background records queued (allows nobody waits for), wait up to `background_linger` after
+        the first of them arrived, so that records arriving one at a time (a proxy relaying one call after the
+        other) share a commit instead of each paying a transaction and an fsync. Any record somebody waits for,
+        a checkpoint, a full batch or closing ends the wait at once. Called with the lock held."""
+        deadline = self._queue_started + self._background_linger
+        while self._jobs and not self._urgent and self._queued < _MAX_BATCH and not self._stopping:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._waiting, self._wake_at = True, _MAX_BATCH
+            self._work.wait(remaining)
+            self._waiting = False
 
     def _run(self) -> None:
         self._writer_ident = threading.get_ident()
@@ -572,6 +609,7 @@ def open_store(
     checkpoint_on_close: bool = True,
     create: bool = True,
     max_pending: int = DEFAULT_MAX_PENDING,
+    background_linger: float = DEFAULT_BACKGROUND_LINGER,
 ) -> AuditStore:
     """Open (creating if needed) the audit store named by ``url``.
 
@@ -580,7 +618,8 @@ def open_store(
     ``create=False`` a missing SQLite file is an error instead of a new empty log (verifiers use this).
     Checkpoints are signed every ``checkpoint_every`` entries, every ``checkpoint_interval`` seconds if the log
     grew, on demand, and (``checkpoint_on_close``) when a store that appended something is closed. At most
-    ``max_pending`` records wait for their commit; beyond that `AuditStore.submit` blocks its caller.
+    ``max_pending`` records wait for their commit; beyond that `AuditStore.submit` blocks its caller. Records
+    submitted as ``background`` may wait up to ``background_linger`` seconds to share a commit.
     """
     keyring = KeyRing(data_dir / "keys")
     backend: Backend
@@ -608,6 +647,7 @@ def open_store(
             checkpoint_interval=checkpoint_interval,
             checkpoint_on_close=checkpoint_on_close,
             max_pending=max_pending,
+            background_linger=background_linger,
         )
     except BaseException:
         backend.close()

@@ -65,7 +65,12 @@ def open_audit(config: MeshConfig, data_dir: Path, store_url: str | None = None)
 
     url = store_url or config.audit.store
     try:
-        return open_store(url, data_dir=data_dir, checkpoint_every=config.audit.checkpoint_every)
+        return open_store(
+            url,
+            data_dir=data_dir,
+            checkpoint_every=config.audit.checkpoint_every,
+            background_linger=config.audit.background_linger_ms / 1000,
+        )
     except (CisoraError, OSError) as exc:
         raise CliError(f"cannot open audit store: {exc}") from None
 

@@ -65,6 +65,9 @@ checkpoint_every = 1000
 # "preventive": block/review/redact decisions are durable before they are enforced, allow decisions commit in
 # the background (they change nothing on the wire); "all": every decision waits for its commit.
 durable_before = "preventive"
+# Background (allow) records wait up to this long to share one commit (and one fsync) with the records that
+# follow; 0 commits each at once. Preventive decisions never wait.
+background_linger_ms = 5
 
 # Per-tenant overrides; unset sections inherit [detection].
 # [[tenants]]
