@@ -32,7 +32,7 @@ from . import _encoding, _scope
 from ._extract import Extracted, apply_redaction, redaction_findings, response_event, text_event
 from ._sse import SseEvent, SseSplitter
 from ._stream import StreamRedactor
-from .problems import RESPONSE_BLOCKED, RESPONSE_UNSCANNABLE, problem_body
+from .problems import RESPONSE_BLOCKED, RESPONSE_UNSCANNABLE, ProblemType, problem_body
 
 if TYPE_CHECKING:
     from .middleware import CisoraMiddleware
@@ -205,17 +205,7 @@ class ResponseGuard:
 
     async def _unscannable(self) -> None:
         self.done = True
-        body = problem_body(RESPONSE_UNSCANNABLE, request_id=self.request_id)
-        start: Message = {
-            "type": "http.response.start",
-            "status": RESPONSE_UNSCANNABLE.status,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
-            ],
-        }
-        await self._reply(start, body)
+        await self._problem_reply(RESPONSE_UNSCANNABLE, None)
 
     async def _send_start(self, *, drop_length: bool = False) -> None:
         if self.started or self.start is None:
@@ -232,12 +222,13 @@ class ResponseGuard:
         await self.downstream({"type": "http.response.body", "body": body, "more_body": False})
 
     async def _problem(self, decision_id: str | None) -> None:
-        body = problem_body(
-            RESPONSE_BLOCKED, request_id=self.request_id, extra={"decision_id": decision_id} if decision_id else None
-        )
+        await self._problem_reply(RESPONSE_BLOCKED, {"decision_id": decision_id} if decision_id else None)
+
+    async def _problem_reply(self, problem: ProblemType, extra: dict[str, object] | None) -> None:
+        body = problem_body(problem, request_id=self.request_id, extra=extra)
         start: Message = {
             "type": "http.response.start",
-            "status": RESPONSE_BLOCKED.status,
+            "status": problem.status,
             "headers": [
                 (b"content-type", b"application/problem+json"),
                 (b"content-length", str(len(body)).encode()),

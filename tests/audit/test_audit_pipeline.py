@@ -150,10 +150,8 @@ def test_a_cancelled_future_does_not_stop_the_writer(small_store: AuditStore) ->
     assert small_store.size() == 2  # cancelling the future does not withdraw the record
 
 
-async def test_aappend_record_waits_for_room_without_blocking_the_event_loop(small_store: AuditStore) -> None:
-    gate = Gate(small_store)
-    accepted = [small_store.submit_record(make_record(i)) for i in range(4)]
-    task = asyncio.create_task(small_store.aappend_record(make_record(4)))
+async def _finish_while_the_loop_ticks(task: asyncio.Task[Any], gate: Gate) -> Any:
+    """Open `gate` after 0.5 s and await `task`, checking that the event loop kept running meanwhile."""
     opener = threading.Timer(0.5, gate.opened.set)
     opener.start()
     try:
@@ -163,11 +161,18 @@ async def test_aappend_record_waits_for_room_without_blocking_the_event_loop(sma
             ticks.append(loop.time())
             await asyncio.sleep(0.01)
         gaps = [b - a for a, b in itertools.pairwise(ticks)]
-        assert len(ticks) > 10 and max(gaps) < 0.3, "the event loop stalled while the append waited for room"
-        assert await task == 4
+        assert len(ticks) > 10 and max(gaps) < 0.3, "the event loop stalled while waiting for room"
+        return await task
     finally:
         opener.cancel()
         gate.opened.set()
+
+
+async def test_aappend_record_waits_for_room_without_blocking_the_event_loop(small_store: AuditStore) -> None:
+    gate = Gate(small_store)
+    accepted = [small_store.submit_record(make_record(i)) for i in range(4)]
+    task = asyncio.create_task(small_store.aappend_record(make_record(4)))
+    assert await _finish_while_the_loop_ticks(task, gate) == 4
     assert [f.result(timeout=10) for f in accepted] == [0, 1, 2, 3]
 
 
@@ -179,20 +184,7 @@ async def test_mesh_aevaluate_does_not_stall_the_loop_on_a_full_audit_queue(smal
     mesh = Mesh(audit=small_store)
     clean = ContentScan(kind=ContentKind.PROMPT, text="What is the capital of France?")
     task = asyncio.create_task(mesh.aevaluate(clean))  # an allow: committed in the background once there is room
-    opener = threading.Timer(0.5, gate.opened.set)
-    opener.start()
-    try:
-        loop = asyncio.get_running_loop()
-        ticks = []
-        while not task.done():
-            ticks.append(loop.time())
-            await asyncio.sleep(0.01)
-        gaps = [b - a for a, b in itertools.pairwise(ticks)]
-        assert len(ticks) > 10 and max(gaps) < 0.3, "the event loop stalled while the decision waited for room"
-        decision = await task
-    finally:
-        opener.cancel()
-        gate.opened.set()
+    decision = await _finish_while_the_loop_ticks(task, gate)
     mesh.flush(timeout=10)
     assert [f.result(timeout=10) for f in accepted] == [0, 1, 2, 3]
     assert small_store.tail(1)[0]["record"]["decision_id"] == decision.id
