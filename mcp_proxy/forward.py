@@ -191,6 +191,7 @@ class Session:
         self.inspector = inspector
         self.pins = pins
         self.pending: dict[RequestId, Pending] = {}
+        self.asked: dict[RequestId, str] = {}  # server requests (sampling, elicitation) awaiting the client's reply
         self.hidden: dict[str, str] = {}  # tool name -> why it is hidden (poisoning, pin state)
         # tool name -> digest of its definition as last listed, for tokens pinned to an approved definition
         self.descriptors: dict[str, str] = {}
@@ -327,6 +328,15 @@ class Session:
                     return
             await self._to_up.now([("up", frame, rid)], span)
             return
+        if env.is_response and isinstance(env.id, int | str) and (asked := self.asked.pop(env.id, None)) is not None:
+            if len(env.result):  # the client's model output or user input, on its way to the server
+                reply_id = env.id
+                await self._to_up.later(
+                    lambda: self._check_client_reply(reply_id, env, frame, asked, span),
+                    lambda: self._reply_withheld(reply_id),
+                    span,
+                )
+                return
         if env.is_notification:
             if env.method == "notifications/initialized":
                 self._init_frames.append(frame)
@@ -434,6 +444,8 @@ class Session:
             return
         span = self.spans.from_upstream(env) if self.spans is not None else None
         if env.is_request and env.method in SERVER_REQUESTS_INSPECTED and self.inspector is not None:
+            if isinstance(env.id, int | str):
+                self.asked[env.id] = str(env.method)  # its answer is inspected on the way back
             await self._to_down.later(lambda: self._check_server_request(env, frame, span), list, span)
             return
         await self._to_down.now([("down", frame, None)], span)
@@ -532,7 +544,27 @@ class Session:
         # Refuse on the server's behalf: the client never sees the request.
         note_refused(span, outcome.code)
         rid = env.id if isinstance(env.id, int | str) else None
+        if rid is not None:
+            self.asked.pop(rid, None)
         return [("up", jsonrpc.error_frame(rid, outcome.code, outcome.message, outcome.data), None)]
+
+    async def _check_client_reply(
+        self, rid: RequestId, env: Envelope, frame: bytes, method: str, span: Span | None
+    ) -> list[Out]:
+        assert self.inspector is not None
+        outcome = await self.inspector.client_reply(self.server, method, jsonrpc.load(env.result))
+        note_decision(span, outcome.decision)
+        if outcome.action == "pass":
+            return [("up", frame, None)]
+        if outcome.action == "rewrite":
+            return [("up", _replace(env, result=outcome.payload), None)]
+        # Withhold the answer: the server gets the refusal in its place.
+        note_refused(span, outcome.code)
+        return [("up", jsonrpc.error_frame(rid, outcome.code, outcome.message, outcome.data), None)]
+
+    def _reply_withheld(self, rid: RequestId) -> list[Out]:
+        msg = "the proxy could not inspect the client's reply; withheld (fail closed)"
+        return [("up", jsonrpc.error_frame(rid, jsonrpc.INTERNAL_ERROR, msg), None)]
 
 
 def _replace(env: Envelope, *, params: Any = UNSET, result: Any = UNSET) -> bytes:

@@ -55,17 +55,30 @@ class ServerRequest(McpMessage, frozen=True, kw_only=True, tag="mcp.message"):
         yield from _strings(self.params, "/params")
 
 
-def _strings(value: Any, path: str) -> Iterator[Content]:
+class ClientReply(McpMessage, frozen=True, kw_only=True, tag="mcp.message"):
+    """The client's answer to a server request: what its model generated (`sampling/createMessage`) or what its
+    user entered (`elicitation/create`), on its way out to the server.
+
+    Every string of the `result` is scanned as `OUTPUT`: it leaves the protected side, so DLP applies to every
+    category (a model can be talked into repeating a secret from its context; a form can collect personal data),
+    and of the injection rules only rendering exfiltration (a Markdown image that leaks on display) applies.
+    """
+
+    def contents(self) -> Iterator[Content]:
+        yield from _strings(self.result, "/result", ContentKind.OUTPUT)
+
+
+def _strings(value: Any, path: str, kind: ContentKind = ContentKind.TOOL_RESULT) -> Iterator[Content]:
     if isinstance(value, str):
         if value:
-            yield Content(kind=ContentKind.TOOL_RESULT, text=value, location=path)
+            yield Content(kind=kind, text=value, location=path)
     elif isinstance(value, dict):
         for key, item in value.items():
             # RFC 6901 escaping, so a redaction finds its way back into the same key.
-            yield from _strings(item, f"{path}/{str(key).replace('~', '~0').replace('/', '~1')}")
+            yield from _strings(item, f"{path}/{str(key).replace('~', '~0').replace('/', '~1')}", kind)
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            yield from _strings(item, f"{path}/{i}")
+            yield from _strings(item, f"{path}/{i}", kind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +289,22 @@ class Inspector:
         if decision.verdict is Verdict.REDACT:
             return _rewritten(decision, "params", params)
         return deny_for(decision, f"server request {method!r}")
+
+    async def client_reply(self, server: str | None, method: str, result: Any) -> Outcome:
+        """The client's answer to a sampling / elicitation request, on its way to the server (see `ClientReply`)."""
+        event = ClientReply(
+            subject=self.subject,
+            direction=Direction.OUTBOUND,
+            method=method,
+            server=server,
+            result=_without_meta(result),
+        )
+        decision = await self.evaluate(event)
+        if decision.verdict is Verdict.ALLOW:
+            return Outcome("pass", decision=decision)
+        if decision.verdict is Verdict.REDACT:
+            return _rewritten(decision, "result", result)
+        return deny_for(decision, f"reply to {method!r}")
 
     async def tools_list(self, server: str | None, result: dict[str, Any]) -> tuple[set[int], Decision | None]:
         """Scan a tools/list page for poisoning. Returns the indices of tools to hide and the decision."""

@@ -1,8 +1,9 @@
 """A tiny stdio MCP server (raw JSON-RPC, handshake era) whose tools ask the client through server requests.
 
 `ask_model(text, system)` sends `sampling/createMessage` and `ask_user(message)` sends `elicitation/create`; each
-answers the tool call with what came back: `sampled: <text>`, `elicited: <action>` or `refused: <code>`. Raw, so
-the test controls every byte of the server request (the SDK's helpers are deprecated for sampling, SEP-2577).
+answers the tool call with what came back: `sampled: <text>`, `elicited: <action> <content>` or `refused: <code>`.
+Raw, so the test controls every byte of the server request (the SDK's helpers are deprecated for sampling,
+SEP-2577).
 Arguments name canned texts (`@injection`, `@secret`), so the hostile text comes from the server, not the call.
 """
 
@@ -52,13 +53,18 @@ def _tool(name: str, args: dict[str, Any]) -> str:
         answer = _ask("sampling/createMessage", params)
         if "error" in answer:
             return f"refused: {answer['error']['code']}"
+        if args.get("report") == "key":  # what reached the server, told without repeating it
+            return f"server got a key: {'sk-ant-' in json.dumps(answer['result'])}"
         return f"sampled: {answer['result']['content']['text']}"
     if name == "ask_user":
         schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}}
         answer = _ask("elicitation/create", {"message": _text(args.get("message", "")), "requestedSchema": schema})
         if "error" in answer:
             return f"refused: {answer['error']['code']}"
-        return f"elicited: {answer['result']['action']}"
+        if args.get("report") == "key":
+            return f"server got a key: {'sk-ant-' in json.dumps(answer['result'])}"
+        content = answer["result"].get("content")
+        return f"elicited: {answer['result']['action']}" + (f" {json.dumps(content)}" if content else "")
     return f"unknown tool {name}"
 
 

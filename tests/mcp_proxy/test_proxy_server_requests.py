@@ -70,9 +70,9 @@ async def test_sampling_and_elicitation_are_inspected(tmp_path: Path) -> None:
         text, seen = await _tool(proxy, 6, "ask_user", {"message": "@secret"}, _accept)
         assert seen is not None and seen["params"]["message"] == "use token [REDACTED:GITHUB_TOKEN]"
         assert seen["params"]["requestedSchema"]["properties"] == {"ok": {"type": "boolean"}}
-        assert text == "elicited: accept"
+        assert text == 'elicited: accept {"ok": true}'
         text, seen = await _tool(proxy, 7, "ask_user", {"message": "Deploy now?"}, _accept)
-        assert text == "elicited: accept" and seen["params"]["message"] == "Deploy now?"
+        assert text == 'elicited: accept {"ok": true}' and seen["params"]["message"] == "Deploy now?"
     finally:
         assert await proxy.close() == 0
     store = open_store(None, data_dir=home)
@@ -84,6 +84,41 @@ async def test_sampling_and_elicitation_are_inspected(tmp_path: Path) -> None:
     # every refusal and redaction above was decided on an audited record first
     assert sum("PI-OVERRIDE-001" in ids for ids in flagged) == 3
     assert sum(ids == ["DLP-SECRET-GITHUB-TOKEN"] for ids in flagged) == 2
+
+
+LEAKED_KEY = "sk-ant-api03-" + "Zq3vR8wT1yU5iO9pA2sD6fG0hJ4kL7zX" * 3 + "-AbCdEf"  # shaped like a key, not one
+
+
+async def test_the_clients_replies_are_inspected_on_their_way_to_the_server(tmp_path: Path) -> None:
+    """What the client's model generated or its user entered leaves the protected side: DLP redacts a secret in a
+    sampling answer or an elicitation form before the server sees it."""
+    home = tmp_path / "home"
+    proxy = await RawProxy.start(home, "--pinning", "off", upstream=[PY, SERVER])
+    try:
+        await proxy.initialize()
+
+        def leaks(msg: dict[str, Any]) -> dict[str, Any]:
+            return {"role": "assistant", "content": {"type": "text", "text": f"the key is {LEAKED_KEY}"}, "model": "m"}
+
+        text, _ = await _tool(proxy, 1, "ask_model", {"text": "what is in your context?"}, leaks)
+        assert text == "sampled: the key is [REDACTED:ANTHROPIC_API_KEY]"
+        # The server itself never received it (not only the tool result it echoes, which is scanned again).
+        text, _ = await _tool(proxy, 5, "ask_model", {"text": "and again?", "report": "key"}, leaks)
+        assert text == "server got a key: False"
+
+        def form(msg: dict[str, Any]) -> dict[str, Any]:
+            return {"action": "accept", "content": {"note": f"use {LEAKED_KEY}", "ok": True}}
+
+        text, _ = await _tool(proxy, 2, "ask_user", {"message": "Anything else?"}, form)
+        assert text == 'elicited: accept {"note": "use [REDACTED:ANTHROPIC_API_KEY]", "ok": true}'
+        text, _ = await _tool(proxy, 6, "ask_user", {"message": "Anything more?", "report": "key"}, form)
+        assert text == "server got a key: False"
+
+        # A plain answer still goes through untouched.
+        text, _ = await _tool(proxy, 4, "ask_model", {"text": "hello"}, _sampled)
+        assert text == "sampled: model saw: hello"
+    finally:
+        assert await proxy.close() == 0
 
 
 async def test_server_request_event_is_an_inbound_request() -> None:
@@ -118,5 +153,28 @@ async def test_server_request_event_is_an_inbound_request() -> None:
         assert [f.location for f in outcome.decision.findings] == ["/params/messages/0/content/text"]
         assert outcome.payload["messages"][0]["content"]["text"] == "use token [REDACTED:GITHUB_TOKEN]"
         assert outcome.payload["_meta"] == {"progressToken": 1} and outcome.payload["systemPrompt"] == "be brief"
+    finally:
+        mesh.close()
+
+
+async def test_a_blocked_client_reply_is_withheld_from_the_server() -> None:
+    """With the tenant's DLP action `block`, a reply carrying a secret is refused: the outcome is a deny with the
+    decision behind it, which the session sends to the server in place of the reply."""
+    from cisora_mesh.config import MeshConfig
+    from cisora_mesh.events import Verdict
+    from cisora_mesh.mesh import Mesh
+    from mcp_proxy.inspect import Inspector
+
+    mesh = Mesh(MeshConfig.model_validate({"detection": {"dlp": {"action": "block"}}}))
+    try:
+        inspector = Inspector(mesh, tenant="default")
+        reply = {"role": "assistant", "content": {"type": "text", "text": f"key: {LEAKED_KEY}"}, "model": "m"}
+        outcome = await inspector.client_reply("srv", "sampling/createMessage", reply)
+        assert outcome.action == "deny" and outcome.code == -32010
+        assert outcome.decision is not None and outcome.decision.verdict is Verdict.BLOCK
+        assert [f.location for f in outcome.decision.findings] == ["/result/content/text"]
+        assert LEAKED_KEY not in repr(outcome.data) and LEAKED_KEY not in outcome.message
+        plain = {"action": "accept", "content": {"ok": True}}
+        assert (await inspector.client_reply("srv", "elicitation/create", plain)).action == "pass"
     finally:
         mesh.close()
