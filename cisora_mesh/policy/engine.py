@@ -133,6 +133,7 @@ class _CompiledRule:
     cond: Cond
     match: RuleMatch
     gate: tuple[int, bool, frozenset[str]] | None  # (slot, list-valued, values) one of which the field must hold
+    regex_gate: tuple[int, int] | None = None  # (slot, member): a `regex` conjunct, answered by the field's set pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +146,9 @@ class _Plan:
 
     always: tuple[int, ...]
     index: tuple[tuple[int, bool, dict[str, tuple[int, ...]]], ...]
+    # Rules behind a `regex` conjunct, by field slot and the regex's member index in that field's RE2 set: the one
+    # set pass that evaluates those regexes also says which of these rules can match at all.
+    regex_index: tuple[tuple[int, dict[int, tuple[int, ...]]], ...] = ()
 
 
 @dataclass(slots=True)
@@ -153,6 +157,7 @@ class _Compiler:
     getters: list[Getter] = field(default_factory=list)
     slots: dict[str, int] = field(default_factory=dict)
     regex_groups: dict[int, _RegexGroup] = field(default_factory=dict)
+    regex_members: dict[int, tuple[int, int]] = field(default_factory=dict)  # id(Compare) -> (slot, member)
 
     def error(self, node: Compare, message: str) -> PolicySyntaxError:
         return PolicySyntaxError(message, line=node.line, column=node.column, source=self.source)
@@ -228,6 +233,7 @@ class _Compiler:
         except PatternError as exc:
             raise self.error(node, str(exc)) from None
         member = self.regex_groups.setdefault(index, _RegexGroup()).add(pattern)
+        self.regex_members[id(node)] = (index, member)
         # Any-match over list values is done by `regex_hits`, so list and single fields compile the same.
         return lambda v: member in v.regex_hits(index)
 
@@ -276,6 +282,15 @@ class _Compiler:
                 if kind is FieldType.NUM and not _is_number(item):
                     raise self.error(node, f"{spec.name} is a number; cannot compare it with {item!r}")
         return value
+
+
+def _regex_gate(expr: Expr, members: Mapping[int, tuple[int, int]]) -> tuple[int, int] | None:
+    """The `regex` conjunct a rule cannot match without, if it has one: (field slot, member in the field's set)."""
+    items = expr.items if isinstance(expr, And) else (expr,)
+    for item in items:
+        if isinstance(item, Compare) and item.op is Op.REGEX and id(item) in members:
+            return members[id(item)]
+    return None
 
 
 def _gate(expr: Expr, slots: Mapping[str, int]) -> tuple[int, bool, frozenset[str]] | None:
@@ -473,7 +488,9 @@ class PolicyEngine:
             cond = compiler.expr(rule.condition)  # compile disabled rules too: a typo is an error either way
             if rule.enabled:
                 match = RuleMatch(rule.id, rule.version, rule.action, rule.category, rule.severity)
-                compiled.append(_CompiledRule(rule, cond, match, _gate(rule.condition, compiler.slots)))
+                gate = _gate(rule.condition, compiler.slots)
+                regex_gate = None if gate is not None else _regex_gate(rule.condition, compiler.regex_members)
+                compiled.append(_CompiledRule(rule, cond, match, gate, regex_gate))
         for group in compiler.regex_groups.values():
             group.finalize()
         self.doc = doc
@@ -501,20 +518,27 @@ class PolicyEngine:
             # Benign race: two threads may both build the same plan; either result is correct.
             always: list[int] = []
             index: dict[tuple[int, bool], dict[str, list[int]]] = {}
+            regex_index: dict[int, dict[int, list[int]]] = {}
             for position, c in enumerate(self._rules):
                 if surfaces.isdisjoint(c.rule.surfaces):
                     continue
-                if c.gate is None:
+                if c.gate is not None:
+                    slot, many, values = c.gate
+                    table = index.setdefault((slot, many), {})
+                    for value in values:
+                        table.setdefault(value, []).append(position)
+                elif c.regex_gate is not None:
+                    slot, member = c.regex_gate
+                    regex_index.setdefault(slot, {}).setdefault(member, []).append(position)
+                else:
                     always.append(position)
-                    continue
-                slot, many, values = c.gate
-                table = index.setdefault((slot, many), {})
-                for value in values:
-                    table.setdefault(value, []).append(position)
             plan = _Plan(
                 always=tuple(always),
                 index=tuple(
                     (slot, many, {k: tuple(v) for k, v in table.items()}) for (slot, many), table in index.items()
+                ),
+                regex_index=tuple(
+                    (slot, {m: tuple(p) for m, p in members.items()}) for slot, members in regex_index.items()
                 ),
             )
             self._by_surfaces[surfaces] = plan
@@ -547,7 +571,7 @@ class PolicyEngine:
         )
         plan = self._plan(event)
         order: Sequence[int] = plan.always
-        if plan.index:
+        if plan.index or plan.regex_index:
             reached = set(plan.always)
             for slot, many, table in plan.index:
                 value = values[slot]
@@ -560,6 +584,11 @@ class PolicyEngine:
                     hit = table.get(value)  # type: ignore[call-overload]
                     if hit:
                         reached.update(hit)
+            for slot, members in plan.regex_index:
+                for member in values.regex_hits(slot):
+                    gated = members.get(member)
+                    if gated:
+                        reached.update(gated)
             order = sorted(reached)  # source order: results list rules as they appear in the policy
         if not order:
             return self._nothing

@@ -309,3 +309,65 @@ def test_documentation_examples_compile() -> None:
     assert len(policies) == 2
     for text in policies:
         assert PolicyEngine.from_text(text).rules
+
+
+def test_regex_gated_rules_decide_exactly_like_checking_every_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rules behind a `regex` conjunct are reached through the field's RE2 set pass; that must never change which
+    rules match, whatever else the condition holds (negations, `or`, list fields, other gates)."""
+    import itertools
+    import random
+
+    from cisora_mesh.policy import engine as engine_module
+
+    text = "\n".join(
+        [
+            'policy "gates" version "1"',
+            'rule R1 block tool_call when tool.args.path regex "^/secret/" and subject.roles not in ["admin"]',
+            'rule R2 review tool_call when tool.args.path regex "[.]env$" or tool.name == "shell"',
+            'rule R3 log_only tool_call when not (tool.args.path regex "^/tmp/") and tool.args.amount > 100',
+            'rule R4 block tool_call when findings.rule_id regex "^DLP-SECRET-" and score >= 0.5',
+            'rule R5 redact tool_call when tool.args.q regex "(?i)password" and tool.args.path regex "^/home/"',
+            'rule R6 review tool_call when tool.name == "deploy" and tool.args.path regex "prod"',
+            'rule R7 block tool_call when tool.args.path regex "^/secret/" and tool.args.path regex "[.]key$"',
+        ]
+    )
+    gated = PolicyEngine.from_text(text)
+    monkeypatch.setattr(engine_module, "_regex_gate", lambda expr, members: None)
+    reference = PolicyEngine.from_text(text)  # every regex rule checked one by one
+    assert gated._plan(McpMessage(direction=Direction.OUTBOUND, method="tools/call")).regex_index
+    assert not reference._plan(McpMessage(direction=Direction.OUTBOUND, method="tools/call")).regex_index
+
+    rng = random.Random(4)  # noqa: S311 - reproducible test data, not a secret
+    paths = ["/secret/a.key", "/secret/b.txt", "/home/u/.env", "/tmp/x", "/home/u/notes", "/srv/prod/app", None]
+    tools = ["shell", "deploy", "read_file", "write"]
+    rule_ids = ["DLP-SECRET-AWS", "DLP-PII-EMAIL", "PI-OVERRIDE-001"]
+    matched_any = set()
+    for _ in range(400):
+        args: dict[str, object] = {"amount": rng.choice([5, 500]), "q": rng.choice(["my Password?", "weather"])}
+        path = rng.choice(paths)
+        if path is not None:
+            args["path"] = path
+        event = McpMessage(
+            direction=Direction.OUTBOUND,
+            method="tools/call",
+            tool=rng.choice(tools),
+            params={"name": "x", "arguments": args},
+            subject=Subject(roles=tuple(rng.sample(["admin", "dev"], rng.randint(0, 2)))),
+        )
+        findings = [
+            Finding(detector="dlp", rule_id=r, category="c", severity=Severity.HIGH, confidence=0.9)
+            for r in itertools.islice(rng.sample(rule_ids, 3), rng.randint(0, 3))
+        ]
+        decision = Decision(
+            event_id=event.id,
+            event_type="mcp.message",
+            subject=event.subject,
+            verdict=Verdict.ALLOW,
+            score=rng.choice([0.1, 0.9]),
+            findings=tuple(findings),
+        )
+        got, want = gated.evaluate(event, decision), reference.evaluate(event, decision)
+        assert [m.rule_id for m in got.matched] == [m.rule_id for m in want.matched]
+        assert got.action == want.action
+        matched_any.update(m.rule_id for m in got.matched)
+    assert matched_any == {"R1", "R2", "R3", "R4", "R5", "R6", "R7"}  # every rule was exercised both ways
