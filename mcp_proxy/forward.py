@@ -51,6 +51,9 @@ INSPECTED_RESULTS: Final = frozenset(
     {"initialize", "server/discover", "tools/list", "tools/call", "resources/read", "prompts/get"}
 )
 SERVER_REQUESTS_INSPECTED: Final = frozenset({"sampling/createMessage", "elicitation/create"})
+# Server requests awaiting the client's reply (whose reply is then inspected). The server is the untrusted side:
+# past this many, its further requests are refused rather than remembered without bound.
+MAX_ASKED: Final = 1024
 _ID_IN_HEAD: Final = re.compile(rb'"id"\s*:\s*(-?\d+|"(?:[^"\\]|\\.)*")')
 _REPLAY_PREFIX: Final = "cisora-proxy-replay-"
 
@@ -445,6 +448,12 @@ class Session:
         span = self.spans.from_upstream(env) if self.spans is not None else None
         if env.is_request and env.method in SERVER_REQUESTS_INSPECTED and self.inspector is not None:
             if isinstance(env.id, int | str):
+                if len(self.asked) >= MAX_ASKED:
+                    msg = f"more than {MAX_ASKED} server requests await the client's reply"
+                    note_refused(span, jsonrpc.TOO_MANY_SERVER_REQUESTS)
+                    error = jsonrpc.error_frame(env.id, jsonrpc.TOO_MANY_SERVER_REQUESTS, msg)
+                    await self._to_down.now([("up", error, None)], span)
+                    return
                 self.asked[env.id] = str(env.method)  # its answer is inspected on the way back
             await self._to_down.later(lambda: self._check_server_request(env, frame, span), list, span)
             return

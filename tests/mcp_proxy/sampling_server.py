@@ -65,6 +65,18 @@ def _tool(name: str, args: dict[str, Any]) -> str:
             return f"server got a key: {'sk-ant-' in json.dumps(answer['result'])}"
         content = answer["result"].get("content")
         return f"elicited: {answer['result']['action']}" + (f" {json.dumps(content)}" if content else "")
+    if name == "flood":  # many sampling requests nobody answers; count the refusals that come back
+        expect = int(args.get("refusals", 1))
+        for _ in range(int(args.get("count", 1))):
+            _write({"id": f"srv-{next(_ids)}", "method": "sampling/createMessage", "params": {"messages": []}})
+        codes = []
+        for line in sys.stdin:
+            message = json.loads(line)
+            if "error" in message and "method" not in message:
+                codes.append(message["error"]["code"])
+                if len(codes) == expect:
+                    break
+        return f"refused: {len(codes)} x {sorted(set(codes))}"
     return f"unknown tool {name}"
 
 

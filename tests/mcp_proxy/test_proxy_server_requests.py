@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import anyio
 from proxy_support import PY, RawProxy
 
 from cisora_mesh.audit import open_store
@@ -178,3 +179,26 @@ async def test_a_blocked_client_reply_is_withheld_from_the_server() -> None:
         assert (await inspector.client_reply("srv", "elicitation/create", plain)).action == "pass"
     finally:
         mesh.close()
+
+
+async def test_a_server_cannot_pile_up_unanswered_requests(tmp_path: Path) -> None:
+    """The proxy remembers server requests until the client answers (to inspect the answer). A server sending more
+    than MAX_ASKED that stay unanswered gets the rest refused, so it cannot grow the proxy's memory without bound."""
+    from mcp_proxy.forward import MAX_ASKED
+
+    proxy = await RawProxy.start(tmp_path / "home", "--pinning", "off", upstream=[PY, SERVER])
+    try:
+        await proxy.initialize()
+        await proxy.call(1, "flood", {"count": MAX_ASKED + 5, "refusals": 5})
+        relayed = 0
+        with anyio.fail_after(60):
+            while 1 not in proxy.buffer:
+                msg = await proxy.next()
+                if "method" in msg and "id" in msg:
+                    relayed += 1  # left unanswered on purpose
+                elif "id" in msg:
+                    proxy.buffer[msg["id"]] = msg
+        assert relayed == MAX_ASKED
+        assert proxy.buffer.pop(1)["result"]["content"][0]["text"] == "refused: 5 x [-32023]"
+    finally:
+        assert await proxy.close() == 0
