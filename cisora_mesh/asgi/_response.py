@@ -18,8 +18,9 @@ start the same way). A stream's one audit record is written before its last byte
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import msgspec
 from starlette.types import Message, Send
@@ -29,6 +30,7 @@ from cisora_mesh.events import Decision, Finding, JSONValue, ModelOutput, Subjec
 from cisora_mesh.pipeline.redaction import redact
 
 from . import _encoding, _scope
+from ._deltas import DeltaChannels, Slot, delta_slots
 from ._extract import Extracted, apply_redaction, redaction_findings, response_event, text_event
 from ._sse import SseEvent, SseSplitter
 from ._stream import StreamRedactor
@@ -51,6 +53,7 @@ class ResponseGuard:
     __slots__ = (
         "chunks",
         "context",
+        "deltas",
         "done",
         "downstream",
         "findings",
@@ -94,6 +97,7 @@ class ResponseGuard:
         self.done = False
         self.inflater: _encoding.Inflater | None = None
         self.sse_split: SseSplitter | None = None
+        self.deltas: DeltaChannels | None = None  # token-delta text channels of a streamed completion (_deltas)
         self.findings: list[Finding] = []  # from SSE event scans (a fallback stream keeps its own)
         self.verdict = Verdict.ALLOW
 
@@ -352,6 +356,12 @@ class ResponseGuard:
                 await self._end_blocked(b"".join(out))
                 return
             out.append(piece)
+        if not more:
+            rest = self._flush_deltas(alert=alert)  # text a channel still held when the stream ended
+            if rest is None:
+                await self._end_blocked(b"".join(out))
+                return
+            out.append(rest)
         if not more:  # recorded before the last bytes go out: the audit never trails what the client saw
             self.done = True
             self._record_stream()
@@ -386,8 +396,24 @@ class ResponseGuard:
         """
         data = event.data
         new_data = data
+        before = b""
         if data:
             extracted, doc = self._data_event(data)
+            slots = delta_slots(doc) if doc is not _NOT_JSON else []
+            if slots:
+                # A token delta: its text joins its channel's hold-back stream; the event carries what is released.
+                if not self._feed_deltas(doc, slots, event, alert=alert):  # type: ignore[arg-type]
+                    return None
+                if not alert:
+                    data = msgspec.json.encode(doc).decode("utf-8")
+                    extracted, doc = self._data_event(data)
+            else:
+                # Anything else ends the channels' deltas: what they still hold goes out first, in order.
+                flushed = self._flush_deltas(alert=alert)
+                if flushed is None:
+                    return None
+                before = flushed
+            new_data = data
             decision = self._scan_part(extracted, alert=alert)
             if decision is None:
                 return None
@@ -408,9 +434,32 @@ class ResponseGuard:
                 new_others = self._redact_text(text.encode("utf-8"), decision, extracted).decode("utf-8")
                 if new_others == text:
                     new_others = None
-        if new_data == data and new_others is None:
-            return event.raw
-        return event.render(new_data, new_others)
+        if new_data == event.data and new_others is None:
+            return before + event.raw
+        return before + event.render(new_data, new_others)
+
+    def _feed_deltas(self, doc: dict[str, Any], slots: list[Slot], event: SseEvent, *, alert: bool) -> bool:
+        """Run a delta event's texts through their channels (see `_deltas`); False when a channel blocked."""
+        channels = self.deltas
+        if channels is None:
+            mw = self.mw
+            scan = mw.scan_stream_text(self.subject, self.context)
+            channels = self.deltas = DeltaChannels(lambda: StreamRedactor(scan, holdback=mw.holdback_chars))
+        if alert:  # record only: the event goes out as it came
+            doc = copy.deepcopy(doc)
+            slots = delta_slots(doc)
+        return channels.feed(doc, slots, event) or alert
+
+    def _flush_deltas(self, *, alert: bool) -> bytes | None:
+        """Delta events for the text the channels still hold (b"" if none); None when that text is blocked."""
+        if self.deltas is None:
+            return b""
+        docs = self.deltas.flush()
+        if docs is None:
+            return None if not alert else b""
+        if alert:
+            return b""
+        return b"".join(event.render(msgspec.json.encode(doc).decode("utf-8")) for doc, event in docs)
 
     def _scan_part(self, extracted: Extracted, *, alert: bool) -> Decision | None:
         """Evaluate one part of an event; None when the stream must be blocked (never in alert mode)."""
@@ -456,9 +505,13 @@ class ResponseGuard:
                 tags.append("asgi:sse-events")
             if stream is not None:
                 tags.append("asgi:stream-redact")
-        if stream is not None:
-            findings.extend(stream.findings)
-            verdict = Verdict.strictest(verdict, stream.verdict)
+        redactors = [stream] if stream is not None else []
+        if self.deltas is not None:
+            redactors.extend(self.deltas.redactors.values())
+            tags.append("asgi:sse-deltas")
+        for redactor in redactors:
+            findings.extend(redactor.findings)
+            verdict = Verdict.strictest(verdict, redactor.verdict)
         if findings and verdict is Verdict.REDACT and mw.stream_mode == "redact":
             mw.stats.streams_redacted += 1
         event = ModelOutput(subject=self.subject, text="")  # the stream's text is not kept: the audit holds spans

@@ -43,6 +43,32 @@ STREAMS: dict[str, list[str]] = {
 }
 
 
+def _pieces(text: str, size: int = 3) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+# Token-by-token streams, as chat APIs send them: the secret is split across many events, never whole in one.
+SAID = f"Sure. The deploy key is {TOKEN} and the host is db1."
+OPENAI_DELTAS = (
+    [json.dumps({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})]
+    + [json.dumps({"choices": [{"index": 0, "delta": {"content": p}}]}) for p in _pieces(SAID)]
+    + [json.dumps({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}), "[DONE]"]
+)
+ANTHROPIC_DELTAS = (
+    [json.dumps({"type": "message_start", "message": {"id": "m1"}})]
+    + [json.dumps({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})]
+    + [
+        json.dumps({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": p}})
+        for p in _pieces(SAID)
+    ]
+    + [json.dumps({"type": "content_block_stop", "index": 0}), json.dumps({"type": "message_stop"})]
+)
+PLAN_DELTAS = [json.dumps({"choices": [{"delta": {"content": p}}]}) for p in _pieces(f"ok, the {FORBIDDEN} is")]
+STREAMS["openai-deltas"] = [f"data: {d}\n\n" for d in OPENAI_DELTAS]
+STREAMS["anthropic-deltas"] = [f"event: x\ndata: {d}\n\n" for d in ANTHROPIC_DELTAS]
+STREAMS["plan-deltas"] = [f"data: {d}\n\n" for d in PLAN_DELTAS] + ["data: [DONE]\n\n"]
+
+
 async def stream(request: Request) -> Response:
     name = request.path_params["name"]
     coded = request.query_params.get("gzip") == "1"
@@ -142,12 +168,70 @@ def test_unterminated_last_event_is_scanned(url: str) -> None:
     assert text == f"data: first\n\ndata: last {REDACTED}\n"
 
 
+def delta_text(text: str, path: tuple[str | int, ...] = ("choices", 0, "delta", "content")) -> tuple[str, list[str]]:
+    """The text a client assembles from a stream of delta events, and the raw data of every event."""
+    datas = [
+        line[len("data: ") :] for event in text.split("\n\n") for line in event.split("\n") if line.startswith("data: ")
+    ]
+    joined = ""
+    for data in datas:
+        if data == "[DONE]":
+            continue
+        value: Any = json.loads(data)  # every delta event stays valid JSON
+        for step in path:
+            value = value[step] if isinstance(value, list) or step in value else ""
+            if value == "":
+                break
+        joined += value if isinstance(value, str) else ""
+    return joined, datas
+
+
 def test_json_data_is_redacted_inside_strings_and_stays_json(url: str) -> None:
     _, text = fetch(url, "/sse/openai")
-    first, done = text.split("\n\n")[:2]
-    assert first.startswith("data: ")
-    assert json.loads(first[len("data: ") :]) == {"choices": [{"delta": {"content": f"the key is {REDACTED}"}}]}
-    assert done == "data: [DONE]"
+    joined, datas = delta_text(text)
+    assert joined == f"the key is {REDACTED}"
+    assert TOKEN[:HALF] not in text
+    assert datas[-1] == "[DONE]"  # what the channel held went out before the end marker
+
+
+@pytest.fixture(scope="module")
+def deltas_url(sink: Sink) -> Iterator[str]:
+    """The default hold-back window (256 characters): a secret streamed in pieces is caught while it is shorter."""
+    options = {"mesh": Mesh(audit=sink), "policy": PolicyEngine.from_text(OUTPUT_POLICY), "holdback_chars": 256}
+    with serve(app_with(**options)) as base:
+        yield base
+
+
+def test_a_secret_streamed_token_by_token_is_redacted_openai_style(deltas_url: str) -> None:
+    status, text = fetch(deltas_url, "/sse/openai-deltas")
+    assert status == 200
+    joined, datas = delta_text(text)
+    assert joined == SAID.replace(TOKEN, REDACTED)
+    assert TOKEN[:9] not in text.replace("\n", "")  # no run of the secret survives anywhere in the stream
+    assert datas[-1] == "[DONE]" and '"finish_reason": "stop"' in text  # framing events kept, in order
+
+
+def test_a_secret_streamed_token_by_token_is_redacted_anthropic_style(deltas_url: str) -> None:
+    _, text = fetch(deltas_url, "/sse/anthropic-deltas")
+    joined, datas = delta_text(text, ("delta", "text"))
+    assert joined == SAID.replace(TOKEN, REDACTED)
+    assert TOKEN[:9] not in text.replace("\n", "")
+    kinds = [json.loads(d)["type"] for d in datas]
+    assert text.count("event: x\n") == len(datas)  # the flushed delta keeps its event line, as clients dispatch on it
+    assert kinds[:2] == ["message_start", "content_block_start"]
+    assert kinds[-2:] == ["content_block_stop", "message_stop"]
+    assert set(kinds[2:-2]) == {"content_block_delta"}
+
+
+def test_a_policy_block_streamed_token_by_token_ends_the_stream(deltas_url: str, sink: Sink) -> None:
+    before = len(sink.records)
+    _, text = fetch(deltas_url, "/sse/plan-deltas")
+    joined, _ = delta_text(text.split("event: error")[0])
+    assert FORBIDDEN not in joined and "[DONE]" not in text
+    assert "urn:cisora:problem:response-blocked" in text
+    (decision, _), *_ = sink.records[before:]
+    assert decision.verdict is Verdict.BLOCK
+    assert "asgi:sse-deltas" in decision.policy_ids
 
 
 def test_mcp_streamable_http_result_event_is_redacted(url: str) -> None:
@@ -202,6 +286,16 @@ def test_alert_mode_forwards_bytes_and_audits_the_event_findings() -> None:
     ((decision, _),) = sink.records
     assert [f.rule_id for f in decision.findings] == ["DLP-SECRET-GITHUB-TOKEN"]
     assert decision.policy_ids == ("asgi:stream-alert-only",)
+
+
+def test_alert_mode_finds_a_secret_streamed_token_by_token_without_touching_the_stream() -> None:
+    sink = Sink()
+    with serve(app_with(mesh=Mesh(audit=sink), stream_mode="alert", holdback_chars=256)) as base:
+        _, text = fetch(base, "/sse/openai-deltas")
+    assert text == "".join(STREAMS["openai-deltas"])
+    ((decision, _),) = sink.records
+    assert "DLP-SECRET-GITHUB-TOKEN" in [f.rule_id for f in decision.findings]
+    assert decision.policy_ids == ("asgi:stream-alert-only", "asgi:sse-deltas")
 
 
 # -- the splitter -----------------------------------------------------------------------------------------------
