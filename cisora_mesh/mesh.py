@@ -172,17 +172,26 @@ class Mesh:
         self._after(ctx, decision, event, full=full)
         return decision
 
-    async def aevaluate(self, event: Event, *, full: bool = False) -> Decision:
+    async def aevaluate(
+        self,
+        event: Event,
+        *,
+        full: bool = False,
+        policy: PolicyEngine | None = None,
+        context: Mapping[str, object] | None = None,
+    ) -> Decision:
         """`evaluate` for async callers; the event loop never blocks on model inference or on the audit commit.
 
         The inline stages run on the loop (they are sub-millisecond). A full evaluation's async stages run in a
         worker thread. The audit append is awaited without a thread hop when the sink offers `asubmit_decision` or
         `submit_decision` (a future resolved by its group-commit writer), so concurrent decisions share one durable
-        commit.
+        commit. `policy` and `context` are as for `evaluate`.
         """
         if full and self.async_stages:
-            return await anyio.to_thread.run_sync(lambda: self.evaluate(event, full=True))
-        ctx, decision = self._decide(event, full=False)
+            return await anyio.to_thread.run_sync(
+                lambda: self.evaluate(event, full=True, policy=policy, context=context)
+            )
+        ctx, decision = self._decide(event, full=False, policy=policy, context=context)
         if self.audit is not None:
             future = await self._submit_async(decision, event)
             if future is None:

@@ -249,7 +249,7 @@ class ResponseGuard:
             await self.downstream({"type": "http.response.body", "body": body, "more_body": False})
             return
         extracted, doc = self._response_event(body)
-        decision = mw._evaluate(extracted.event, self.context, audit=True)
+        decision = await mw.evaluate_audited(extracted.event, self.context)
         if decision is None:
             if mw.fail_mode is FailMode.CLOSED:
                 await self._problem(None)
@@ -311,7 +311,7 @@ class ResponseGuard:
             return
         if not more:  # recorded before the last bytes go out: the audit never trails what the client saw
             self.done = True
-            self._record_stream()
+            await self._record_stream()
         if alert:
             await self._send_start()
             await self.downstream({"type": "http.response.body", "body": chunk, "more_body": more})
@@ -326,7 +326,7 @@ class ResponseGuard:
         """A block verdict mid-response: a 403 problem if nothing was sent yet, else end the stream here."""
         self.mw.stats.responses_blocked += 1
         self.done = True
-        decision = self._record_stream()
+        decision = await self._record_stream()
         if not self.started:
             await self._problem(decision.id)
             return
@@ -364,7 +364,7 @@ class ResponseGuard:
             out.append(rest)
         if not more:  # recorded before the last bytes go out: the audit never trails what the client saw
             self.done = True
-            self._record_stream()
+            await self._record_stream()
             if alert:
                 await self._send_start()
                 await self.downstream({"type": "http.response.body", "body": chunk, "more_body": False})
@@ -464,7 +464,7 @@ class ResponseGuard:
     def _scan_part(self, extracted: Extracted, *, alert: bool) -> Decision | None:
         """Evaluate one part of an event; None when the stream must be blocked (never in alert mode)."""
         mw = self.mw
-        decision = mw._evaluate(extracted.event, self.context, audit=False)
+        decision = mw._evaluate(extracted.event, self.context)
         if decision is None:  # evaluation failed: already logged and counted
             if mw.fail_mode is FailMode.CLOSED and not alert:
                 self.verdict = Verdict.BLOCK
@@ -488,7 +488,7 @@ class ResponseGuard:
                 return response_event(doc, self.request, subject=self.subject, event_id=event_id), doc
         return text_event(data, subject=self.subject, event_id=event_id), _NOT_JSON
 
-    def _record_stream(self) -> Decision:
+    async def _record_stream(self) -> Decision:
         """One audited decision for a whole stream (event and chunk scans are not audited one by one).
 
         Finding spans are offsets into what each scan saw: an SSE event's data, or the hold-back stream's text.
@@ -523,6 +523,5 @@ class ResponseGuard:
             findings=tuple(findings),
             policy_ids=tuple(tags),
         )
-        if mw.mesh.audit is not None:
-            mw.mesh.audit.append_decision(decision, event)
+        await mw.record(decision, event)
         return decision

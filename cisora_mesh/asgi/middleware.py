@@ -46,6 +46,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
+import anyio.to_thread
 import msgspec
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -250,7 +251,7 @@ class CisoraMiddleware:
         extracted: Extracted | None = None
         if is_json:
             extracted = request_event(doc, method=method, path=path, subject=subject, event_id=request_id)
-            outcome = self._enforce_request(extracted, doc, heads, scope, context, request_id)
+            outcome = await self._enforce_request(extracted, doc, heads, scope, context, request_id)
             if isinstance(outcome, _Reply):
                 await problem_response(outcome.problem, request_id=request_id, extra=outcome.extra)(
                     scope, receive, send
@@ -343,7 +344,7 @@ class CisoraMiddleware:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    def _enforce_request(
+    async def _enforce_request(
         self,
         extracted: Extracted,
         doc: JSONValue,
@@ -353,7 +354,7 @@ class CisoraMiddleware:
         request_id: str,
     ) -> _Reply | bytes | None:
         """A problem to answer with, a rewritten body to forward, or None to forward the body unchanged."""
-        decision = self._evaluate(extracted.event, context, audit=True)
+        decision = await self.evaluate_audited(extracted.event, context)
         if decision is None:
             return _Reply(EvaluationUnavailable()) if self.fail_mode is FailMode.CLOSED else None
         self.stats.requests_evaluated += 1
@@ -384,11 +385,30 @@ class CisoraMiddleware:
         return None
 
     # -- evaluation ----------------------------------------------------------------------------------------
-    def _evaluate(self, event: Event, context: Mapping[str, object], *, audit: bool) -> Decision | None:
-        """The enforced decision, or None when evaluation failed (already logged, counted and audited)."""
+    async def evaluate_audited(self, event: Event, context: Mapping[str, object]) -> Decision | None:
+        """The enforced decision, recorded in the audit store (a preventive one durably) before it is returned;
+        None when evaluation failed (already logged, counted and audited). The event loop keeps serving other
+        requests while the record is committed."""
         try:
-            if audit:
-                return self.evaluator.evaluate(event, context=context)
+            return await self.evaluator.aevaluate(event, context=context)
+        except Exception as exc:  # noqa: BLE001 - any failure must become an audited fail-open/closed decision
+            self._evaluation_failed(event, exc)
+            return None
+
+    async def record(self, decision: Decision, event: Event) -> None:
+        """Append a decision the middleware built itself (a stream's summary), durably, off the event loop."""
+        audit = self.mesh.audit
+        if audit is None:
+            return
+        aappend = getattr(audit, "aappend_decision", None)
+        if aappend is not None:
+            await aappend(decision, event)
+        else:
+            await anyio.to_thread.run_sync(audit.append_decision, decision, event)
+
+    def _evaluate(self, event: Event, context: Mapping[str, object]) -> Decision | None:
+        """The decision for one part of a response (not audited on its own), or None when evaluation failed."""
+        try:
             policy = self.mesh.policy_for(event.subject.tenant)
             ctx, timings = self.mesh.pipeline.run(event, policy)
             decision = decide(ctx, timings)
@@ -431,7 +451,7 @@ class CisoraMiddleware:
     def scan_stream_text(self, subject: Subject, context: Mapping[str, object]) -> Callable[[str], Decision]:
         def scan(text: str) -> Decision:
             event = ModelOutput(subject=subject, text=text)
-            decision = self._evaluate(event, context, audit=False)
+            decision = self._evaluate(event, context)
             if decision is None:
                 verdict = Verdict.BLOCK if self.fail_mode is FailMode.CLOSED else Verdict.ALLOW
                 return Decision(event_id=event.id, event_type="model.output", subject=subject, verdict=verdict)

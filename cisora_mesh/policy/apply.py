@@ -85,3 +85,7 @@ class PolicyMesh:
 
     def evaluate(self, event: Event, *, context: Mapping[str, object] | None = None) -> Decision:
         return self.mesh.evaluate(event, policy=self.engine, context=context)
+
+    async def aevaluate(self, event: Event, *, context: Mapping[str, object] | None = None) -> Decision:
+        """`evaluate` without blocking the event loop on the audit commit (see `Mesh.aevaluate`)."""
+        return await self.mesh.aevaluate(event, policy=self.engine, context=context)

@@ -318,13 +318,13 @@ async def test_fail_open_forwards_audits_and_counts(monkeypatch: pytest.MonkeyPa
     mesh = Mesh(audit=sink)
     app = make_app(mesh=mesh)
 
-    def broken(*args: Any, **kwargs: Any) -> Any:
+    async def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("policy store unreachable")
 
     async with client(app) as c:
         await c.get("/echo")  # build the stack
         mw = middleware_of(app)
-        monkeypatch.setattr(mw.evaluator, "evaluate", broken)
+        monkeypatch.setattr(mw.evaluator, "aevaluate", broken)
         resp = await c.post("/echo", json=chat(INJECTION))
     assert resp.status_code == 200
     assert mw.stats.fail_open >= 1
@@ -336,13 +336,13 @@ async def test_fail_open_forwards_audits_and_counts(monkeypatch: pytest.MonkeyPa
 async def test_fail_closed_answers_503(monkeypatch: pytest.MonkeyPatch) -> None:
     app = make_app(fail_mode="closed")
 
-    def broken(*args: Any, **kwargs: Any) -> Any:
+    async def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("boom")
 
     async with client(app) as c:
         await c.get("/echo")
         mw = middleware_of(app)
-        monkeypatch.setattr(mw.evaluator, "evaluate", broken)
+        monkeypatch.setattr(mw.evaluator, "aevaluate", broken)
         resp = await c.post("/echo", json=chat("hi"))
         assert_problem(resp, 503, "evaluation-unavailable")
         leak = await c.get("/leak")  # responses fail closed too
@@ -440,3 +440,41 @@ async def test_review_lifecycle_goes_to_the_mesh_audit_store(tmp_path: Path) -> 
         ]
         assert {m["decision_id"] for m in moves} == {decision_id}
         assert store.verify().ok
+
+
+async def test_a_blocked_request_waits_for_its_durable_record_without_stalling_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    """A preventive decision is durable before it is enforced; while its commit is pending, the worker's event loop
+    keeps serving (here: ticking), instead of sitting in fsync."""
+    import asyncio
+    import itertools
+    import threading
+
+    from cisora_mesh.audit import open_store
+
+    with open_store(None, data_dir=tmp_path) as store:
+        gate = threading.Event()
+        commit = store._commit
+
+        def gated(jobs: list[Any]) -> bool:
+            assert gate.wait(10), "gate never opened"
+            return commit(jobs)
+
+        store._commit = gated  # type: ignore[method-assign]
+        async with client(make_app(mesh=Mesh(audit=store))) as c:
+            task = asyncio.create_task(c.post("/echo", json=chat(INJECTION)))
+            opener = threading.Timer(0.5, gate.set)
+            opener.start()
+            loop = asyncio.get_running_loop()
+            ticks = []
+            while not task.done():
+                ticks.append(loop.time())
+                await asyncio.sleep(0.01)
+            opener.cancel()
+            gate.set()
+            resp = await task
+        gaps = [b - a for a, b in itertools.pairwise(ticks)]
+        assert len(ticks) > 10 and max(gaps) < 0.3, "the event loop stalled while the block's record was committed"
+        body = assert_problem(resp, 403, "request-blocked")
+        assert store.tail(1)[0]["record"]["decision_id"] == body["decision_id"]  # durable before the 403
