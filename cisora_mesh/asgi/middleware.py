@@ -366,17 +366,23 @@ class CisoraMiddleware:
         if verdict is Verdict.REVIEW:
             digest = request_digest(scope["method"], scope["path"], doc)
             approval = heads.approval
+            # Lifecycle moves are durable (the audit store's transition log) before they return: off the loop.
             if approval:
                 try:
-                    self.lifecycle.execute(approval, actor=ACTOR, request_digest=digest)
+                    await anyio.to_thread.run_sync(
+                        lambda: self.lifecycle.execute(approval, actor=ACTOR, request_digest=digest)
+                    )
                 except LifecycleError as exc:
                     return _Reply(exc, {"decision_id": approval})
                 self.stats.approvals_used += 1
                 return None
             self.stats.requests_reviewed += 1
             severity = self.router.route(decision).severity
-            self.lifecycle.create(
-                decision.id, severity=severity, actor=ACTOR, request_digest=digest, tenant=decision.subject.tenant
+            tenant = decision.subject.tenant
+            await anyio.to_thread.run_sync(
+                lambda: self.lifecycle.create(
+                    decision.id, severity=severity, actor=ACTOR, request_digest=digest, tenant=tenant
+                )
             )
             return _Reply(REVIEW, {**extra, "approval_header": self.approval_header})
         if verdict is Verdict.REDACT:
