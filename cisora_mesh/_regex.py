@@ -109,27 +109,16 @@ class PatternSet:
 
     def __init__(self, patterns: Sequence[str], *, names: Sequence[str] | None = None) -> None:
         self._names = list(names) if names is not None else [f"pattern {i}" for i in range(len(patterns))]
+        # Each pattern alone first: a bad one is reported by name, with RE2's reason.
         self._compiled = [compile_linear(p, name=n) for p, n in zip(patterns, self._names, strict=True)]
-        self._set = re2.Set.SearchSet(_options())
-        self._empty = not patterns
-        if self._empty:
-            return
-        for pattern in patterns:
-            self._set.Add(pattern)
-        try:
-            self._set.Compile()
-        except re2.error:
-            raise PatternError("the patterns together exceed the regex memory budget") from None
+        self._set = SharedSet([patterns])
 
     def __len__(self) -> int:
         return len(self._compiled)
 
     def matching(self, text: str) -> list[int]:
         """Indices of the patterns that match somewhere in `text` (one DFA pass)."""
-        if self._empty:
-            return []
-        hits = self._set.Match(text)
-        return sorted(hits) if hits else []
+        return self._set.match(text, {})
 
     def regex(self, index: int) -> re2._Regexp:
         """The compiled pattern at `index` (to find its spans after `matching` reported it)."""
