@@ -209,9 +209,9 @@ class McpMessage(Event, frozen=True, kw_only=True, tag="mcp.message"):
                     location=f"/result/tools/{i}",
                 )
         elif self.direction is Direction.OUTBOUND and self.params is not None:
-            yield from _strings(self.params, "/params", ContentKind.TOOL_ARGUMENTS)
+            yield from string_leaves(self.params, "/params", ContentKind.TOOL_ARGUMENTS)
         elif self.result is not None:
-            yield from _strings(self.result, "/result", ContentKind.TOOL_RESULT)
+            yield from string_leaves(self.result, "/result", ContentKind.TOOL_RESULT)
 
 
 class HttpRequest(Event, frozen=True, kw_only=True, tag="http.request"):
@@ -224,7 +224,7 @@ class HttpRequest(Event, frozen=True, kw_only=True, tag="http.request"):
 
     def contents(self) -> Iterator[Content]:
         if self.body is not None:
-            yield from _strings(self.body, "/body", ContentKind.PROMPT)
+            yield from string_leaves(self.body, "/body", ContentKind.PROMPT)
 
 
 class MemoryIngest(Event, frozen=True, kw_only=True, tag="memory.ingest"):
@@ -257,17 +257,17 @@ class A2AMessage(Event, frozen=True, kw_only=True, tag="a2a.message"):
 AnyEvent: TypeAlias = ModelInput | ModelOutput | ContentScan | McpMessage | HttpRequest | MemoryIngest | A2AMessage
 
 
-def _strings(value: JSONValue, path: str, kind: ContentKind) -> Iterator[Content]:
+def string_leaves(value: JSONValue, path: str, kind: ContentKind) -> Iterator[Content]:
     """Every string leaf of a JSON value, addressed by an RFC 6901 JSON Pointer."""
     if isinstance(value, str):
         if value:
             yield Content(kind=kind, text=value, location=path)
     elif isinstance(value, dict):
         for key, item in value.items():
-            yield from _strings(item, f"{path}/{str(key).replace('~', '~0').replace('/', '~1')}", kind)
+            yield from string_leaves(item, f"{path}/{str(key).replace('~', '~0').replace('/', '~1')}", kind)
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            yield from _strings(item, f"{path}/{i}", kind)
+            yield from string_leaves(item, f"{path}/{i}", kind)
 
 
 class Finding(msgspec.Struct, frozen=True, kw_only=True):

@@ -30,6 +30,7 @@ from cisora_mesh.events import (
     Severity,
     Subject,
     Verdict,
+    string_leaves,
 )
 from cisora_mesh.mesh import Mesh
 from mcp_proxy import jsonrpc
@@ -52,7 +53,7 @@ class ServerRequest(McpMessage, frozen=True, kw_only=True, tag="mcp.message"):
     """
 
     def contents(self) -> Iterator[Content]:
-        yield from _strings(self.params, "/params")
+        yield from string_leaves(self.params, "/params", ContentKind.TOOL_RESULT)
 
 
 class ClientReply(McpMessage, frozen=True, kw_only=True, tag="mcp.message"):
@@ -65,20 +66,7 @@ class ClientReply(McpMessage, frozen=True, kw_only=True, tag="mcp.message"):
     """
 
     def contents(self) -> Iterator[Content]:
-        yield from _strings(self.result, "/result", ContentKind.OUTPUT)
-
-
-def _strings(value: Any, path: str, kind: ContentKind = ContentKind.TOOL_RESULT) -> Iterator[Content]:
-    if isinstance(value, str):
-        if value:
-            yield Content(kind=kind, text=value, location=path)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            # RFC 6901 escaping, so a redaction finds its way back into the same key.
-            yield from _strings(item, f"{path}/{str(key).replace('~', '~0').replace('/', '~1')}", kind)
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _strings(item, f"{path}/{i}", kind)
+        yield from string_leaves(self.result, "/result", ContentKind.OUTPUT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,12 +198,7 @@ class Inspector:
             violation = self.argument_policy.check(server, tool, arguments)
             if violation is not None:
                 return deny_for(await self._record_violation(event, violation), f"tool call {tool!r}")
-        decision = await self.evaluate(event)
-        if decision.verdict is Verdict.ALLOW:
-            return Outcome("pass", decision=decision)
-        if decision.verdict is Verdict.REDACT:
-            return _rewritten(decision, "params", params)
-        return deny_for(decision, f"tool call {tool!r}")
+        return await self._inspected(event, "params", params, f"tool call {tool!r}")
 
     async def _record_violation(self, event: McpMessage, violation: ArgumentViolation) -> Decision:
         """An argument-policy denial is a decision too: audited before the call is refused."""
@@ -283,12 +266,7 @@ class Inspector:
             server=server,
             params=_without_meta(params),
         )
-        decision = await self.evaluate(event)
-        if decision.verdict is Verdict.ALLOW:
-            return Outcome("pass", decision=decision)
-        if decision.verdict is Verdict.REDACT:
-            return _rewritten(decision, "params", params)
-        return deny_for(decision, f"server request {method!r}")
+        return await self._inspected(event, "params", params, f"server request {method!r}")
 
     async def client_reply(self, server: str | None, method: str, result: Any) -> Outcome:
         """The client's answer to a sampling / elicitation request, on its way to the server (see `ClientReply`)."""
@@ -299,12 +277,16 @@ class Inspector:
             server=server,
             result=_without_meta(result),
         )
+        return await self._inspected(event, "result", result, f"reply to {method!r}")
+
+    async def _inspected(self, event: McpMessage, key: str, payload: Any, what: str) -> Outcome:
+        """Pass, rewrite `payload` (the message's `key`) with the redactions, or deny, as the decision says."""
         decision = await self.evaluate(event)
         if decision.verdict is Verdict.ALLOW:
             return Outcome("pass", decision=decision)
         if decision.verdict is Verdict.REDACT:
-            return _rewritten(decision, "result", result)
-        return deny_for(decision, f"reply to {method!r}")
+            return _rewritten(decision, key, payload)
+        return deny_for(decision, what)
 
     async def tools_list(self, server: str | None, result: dict[str, Any]) -> tuple[set[int], Decision | None]:
         """Scan a tools/list page for poisoning. Returns the indices of tools to hide and the decision."""
