@@ -362,7 +362,7 @@ class ResponseGuard:
                 await self._end_blocked(b"".join(out))
                 return
             out.append(rest)
-        if not more:  # recorded before the last bytes go out: the audit never trails what the client saw
+            # Recorded before the last bytes go out: the audit never trails what the client saw.
             self.done = True
             await self._record_stream()
             if alert:
