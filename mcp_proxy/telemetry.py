@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -159,6 +160,8 @@ class MessageSpans:
     protocol_version: str | None = None
     # server-to-client request id -> method, so the client's answer can be named (at most 1024 kept)
     server_requests: dict[RequestId, str] = field(default_factory=dict)
+    # The client's own id for a request the front renamed (the 2026-07-28 hub makes ids unique across POSTs).
+    client_id: Callable[[RequestId], RequestId] | None = None
 
     # --- client -> proxy ------------------------------------------------------------------------------------------
 
@@ -182,6 +185,8 @@ class MessageSpans:
         span = self._start(tracer, method, params, SpanKind.SERVER, None)
         if span.is_recording():
             rid = env.id if isinstance(env.id, int | str) else None
+            if rid is not None and self.client_id is not None:
+                rid = self.client_id(rid)
             self._common(span, method, rid, self.front, params)
             frame = _propagate(span, params, frame)
         return span, frame
@@ -202,6 +207,8 @@ class MessageSpans:
                 name = f"{name} {tool}"
             span = tracer.start_span(name, context=parent, kind=SpanKind.CLIENT)
             if span.is_recording():
+                if rid is not None and self.client_id is not None:
+                    rid = self.client_id(rid)  # it answers a client request: name it by the client's id
                 self._common(span, method or "response", rid, self.upstream, None)
                 if tool is not None:
                     span.set_attribute(sc.GEN_AI_TOOL_NAME, tool)

@@ -33,7 +33,9 @@ from mcp_proxy.app import Runtime
 from mcp_proxy.config import server_name_for
 from mcp_proxy.errors import ProxyConfigError
 from mcp_proxy.forward import Session
+from mcp_proxy.jsonrpc import RequestId
 from mcp_proxy.listeners.oauth import AuthFailure, JwtVerifier, encode_metadata, metadata_path
+from mcp_proxy.telemetry import MessageSpans
 from mcp_proxy.upstream import Upstream
 
 logger = logging.getLogger("mcp_proxy.http")
@@ -156,6 +158,11 @@ class _ModernHub:
     def frames(self) -> AsyncIterator[bytes]:
         return self._recv.__aiter__()
 
+    def original_id(self, rid: RequestId) -> RequestId:
+        """The client's id of a request in flight under proxy id `rid` (for telemetry); `rid` if unknown."""
+        call = self._calls.get(rid) if isinstance(rid, str) else None
+        return call.original_id if call is not None else rid
+
     def close(self) -> None:
         self.closed = True
         self._send.close()
@@ -256,6 +263,7 @@ def pump_factory(
             pins = runtime.pin_guard({server: settings.pinning})
             upstream = make_upstream()
             spans = runtime.spans("tcp", upstream, _traced_session(session_id))
+            spans.client_id = getattr(downstream, "original_id", None)
             return Session(downstream, upstream, inspector=runtime.inspector(session_id), pins=pins, spans=spans)
 
         return single
@@ -270,10 +278,15 @@ def pump_factory(
             build_upstreams(settings),
             inspector=runtime.inspector(session_id),
             pins=runtime.pin_guard(pin_modes(settings)),
-            spans=lambda upstream: runtime.spans("tcp", upstream, _traced_session(session_id)),
+            spans=lambda upstream: _client_ids(runtime.spans("tcp", upstream, _traced_session(session_id)), downstream),
         )
 
     return multi
+
+
+def _client_ids(spans: MessageSpans, downstream: Any) -> MessageSpans:
+    spans.client_id = getattr(downstream, "original_id", None)
+    return spans
 
 
 def _traced_session(session_id: str | None) -> str | None:
