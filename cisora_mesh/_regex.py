@@ -31,8 +31,11 @@ def _options() -> re2.Options:
     return options
 
 
-def compile_linear(pattern: str, *, name: str = "pattern") -> re2._Regexp:
-    """Compile `pattern` with RE2 or raise `PatternError` naming the pattern and the reason."""
+def compile_linear(pattern: str, *, name: str = "pattern", as_bytes: bool = False) -> re2._Regexp:
+    """Compile `pattern` with RE2 or raise `PatternError` naming the pattern and the reason.
+
+    `as_bytes`: the returned regex matches UTF-8 bytes (offsets are byte offsets); validation is the same.
+    """
     if not isinstance(pattern, str) or not pattern:  # type: ignore[redundant-expr]  # callers pass config data
         raise PatternError(f"{name}: regex must be a non-empty string")
     if len(pattern) > MAX_PATTERN_LENGTH:
@@ -44,7 +47,7 @@ def compile_linear(pattern: str, *, name: str = "pattern") -> re2._Regexp:
         raise PatternError(f"{name}: invalid regex: {reason}") from None
     if compiled.search("") is not None:
         raise PatternError(f"{name}: regex matches the empty string, which would flag every text")
-    return compiled
+    return re2.compile(pattern.encode(), _options()) if as_bytes else compiled
 
 
 # The binding's public `search`/`finditer` wrap each RE2 call in a generator and a match object whose every
@@ -107,18 +110,23 @@ class PatternSet:
     non-overlapping match of every pattern, in pattern order, with character offsets.
     """
 
-    def __init__(self, patterns: Sequence[str], *, names: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, patterns: Sequence[str], *, names: Sequence[str] | None = None, matcher: SetSlice | None = None
+    ) -> None:
+        """`matcher`: these patterns' slice of a set shared with other tables, instead of a set of their own."""
         self._names = list(names) if names is not None else [f"pattern {i}" for i in range(len(patterns))]
         # Each pattern alone first: a bad one is reported by name, with RE2's reason.
         self._compiled = [compile_linear(p, name=n) for p, n in zip(patterns, self._names, strict=True)]
-        self._set = SharedSet([patterns])
+        if matcher is not None and len(matcher) != len(patterns):
+            raise ValueError("matcher slice does not match the patterns")
+        self.matcher = matcher if matcher is not None else SharedSet([patterns]).slice(0)
 
     def __len__(self) -> int:
         return len(self._compiled)
 
     def matching(self, text: str) -> list[int]:
         """Indices of the patterns that match somewhere in `text` (one DFA pass)."""
-        return self._set.match(text, {})
+        return self.matcher.matching(text, {})
 
     def regex(self, index: int) -> re2._Regexp:
         """The compiled pattern at `index` (to find its spans after `matching` reported it)."""

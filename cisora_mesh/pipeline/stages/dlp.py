@@ -31,8 +31,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Final
 
-import re2
-
 from cisora_mesh._regex import SetSlice, SharedSet, compile_linear, iter_spans
 from cisora_mesh.config import DlpAction
 from cisora_mesh.events import ContentKind, Finding, Severity, Verdict
@@ -66,15 +64,6 @@ _ACTION_VERDICT: Final = {
     DlpAction.BLOCK: Verdict.BLOCK,
 }
 
-_RE2_MAX_MEM: Final = 64 << 20
-
-
-def _set_options() -> re2.Options:
-    options = re2.Options()
-    options.log_errors = False
-    options.max_mem = _RE2_MAX_MEM
-    return options
-
 
 def custom_label(name: str) -> str:
     """Redaction label for a custom pattern: its name in upper case (`internal_api_token` -> INTERNAL_API_TOKEN)."""
@@ -88,8 +77,7 @@ class _Compiled:
 
     def __init__(self, detector: Detector) -> None:
         self.detector = detector
-        compile_linear(detector.regex, name=detector.rule_id)  # validates (syntax, empty match) with a clear error
-        self.bregex = re2.compile(detector.regex.encode(), _set_options())
+        self.bregex = compile_linear(detector.regex, name=detector.rule_id, as_bytes=True)
         # Boundary characters as byte values: matching runs on UTF-8 bytes (all boundary characters are ASCII).
         self.left = frozenset(detector.left.encode("ascii"))
         self.right = frozenset(detector.right.encode("ascii"))

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from cisora_mesh._regex import PatternSet, SetSlice, SharedSet, first_span, iter_spans, match_subject
+from cisora_mesh._regex import PatternSet, SetSlice, first_span, iter_spans, match_subject
 from cisora_mesh.events import ContentKind, Finding
 from cisora_mesh.pipeline.base import ScanContext, ScanText, raise_score
 from cisora_mesh.pipeline.scoring import ScoreModel, load_model
@@ -67,10 +67,10 @@ class SignatureStage:
         """`prefilter`: this table's slice of a set shared with other stages (one pass per text for all)."""
         self._signatures = tuple(signatures)
         patterns = [s.pattern for s in self._signatures]
-        self._set = PatternSet(patterns, names=[s.rule_id for s in self._signatures])
         if prefilter is not None and len(prefilter) != len(patterns):
             raise ValueError("prefilter slice does not match the signature table")
-        self._prefilter = prefilter if prefilter is not None else SharedSet([patterns]).slice(0)
+        self._set = PatternSet(patterns, names=[s.rule_id for s in self._signatures], matcher=prefilter)
+        self._prefilter = self._set.matcher
         self.model = model if model is not None else load_model()
         # Each finding's confidence is its rule's fitted precision for the content kind: a fixed table, so it is
         # computed once here rather than per finding.
