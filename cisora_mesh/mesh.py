@@ -203,6 +203,15 @@ class Mesh:
         self._after(ctx, decision, event, full=False)
         return decision
 
+    def decide(
+        self, event: Event, *, policy: PolicyEngine | None = None, context: Mapping[str, object] | None = None
+    ) -> Decision:
+        """The inline decision for `event` (detection, then the rules), without recording it anywhere.
+
+        For adapters that scan parts of something and record one decision for the whole (a streamed response).
+        """
+        return self._decide(event, full=False, policy=policy, context=context)[1]
+
     def _decide(
         self,
         event: Event,

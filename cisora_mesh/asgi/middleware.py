@@ -55,8 +55,7 @@ from cisora_mesh.auth.capability import CapabilityDenied, CapabilityGate
 from cisora_mesh.config import FailMode
 from cisora_mesh.events import Decision, Event, Finding, JSONValue, ModelOutput, Severity, Subject, Verdict, new_id
 from cisora_mesh.mesh import Mesh
-from cisora_mesh.pipeline.runner import decide
-from cisora_mesh.policy.apply import PolicyMesh, apply_policy
+from cisora_mesh.policy.apply import PolicyMesh
 from cisora_mesh.policy.engine import PolicyEngine
 from cisora_mesh.policy.errors import LifecycleError
 from cisora_mesh.policy.lifecycle import AuditTransitionLog, Lifecycle, TransitionSink, request_digest
@@ -415,10 +414,7 @@ class CisoraMiddleware:
     def _evaluate(self, event: Event, context: Mapping[str, object]) -> Decision | None:
         """The decision for one part of a response (not audited on its own), or None when evaluation failed."""
         try:
-            policy = self.mesh.policy_for(event.subject.tenant)
-            ctx, timings = self.mesh.pipeline.run(event, policy)
-            decision = decide(ctx, timings)
-            return decision if self.policy is None else apply_policy(decision, event, self.policy, context=context)
+            return self.mesh.decide(event, policy=self.policy, context=context)
         except Exception as exc:  # noqa: BLE001 - any failure must become an audited fail-open/closed decision
             self._evaluation_failed(event, exc)
             return None

@@ -262,6 +262,15 @@ def test_policy_block_split_across_chunks_ends_the_stream_in_band(url: str, sink
     assert decision.policy_ids == ("asgi:sse-events",)
 
 
+def test_the_meshs_own_rules_apply_to_streamed_events_too() -> None:
+    """Rules configured on the mesh (not passed to the middleware) judge each streamed event, as they judge a
+    buffered response."""
+    with serve(app_with(mesh=Mesh(policy=PolicyEngine.from_text(OUTPUT_POLICY)))) as base:
+        _, text = fetch(base, "/sse/forbidden")
+    assert "urn:cisora:problem:response-blocked" in text
+    assert FORBIDDEN[:6] not in text and "after" not in text
+
+
 def test_event_over_the_limit_falls_back_to_holdback_redaction() -> None:
     with serve(app_with(max_sse_event_bytes=128, holdback_chars=64)) as base:
         _, text = fetch(base, "/big")
