@@ -399,14 +399,14 @@ class ResponseGuard:
         before = b""
         if data:
             extracted, doc = self._data_event(data)
-            slots = delta_slots(doc) if doc is not _NOT_JSON else []
-            if slots:
+            slots = delta_slots(doc)
+            if slots and isinstance(doc, dict):
                 # A token delta: its text joins its channel's hold-back stream; the event carries what is released.
-                if not self._feed_deltas(doc, slots, event, alert=alert):  # type: ignore[arg-type]
+                if not self._feed_deltas(doc, slots, event, alert=alert):
                     return None
-                if not alert:
+                if not alert:  # the rest of the event is scanned as it now reads
                     data = msgspec.json.encode(doc).decode("utf-8")
-                    extracted, doc = self._data_event(data)
+                    extracted = response_event(doc, self.request, subject=self.subject, event_id=new_id())
             else:
                 # Anything else ends the channels' deltas: what they still hold goes out first, in order.
                 flushed = self._flush_deltas(alert=alert)
