@@ -13,7 +13,7 @@ set, so one pass per text answers both.
 from __future__ import annotations
 
 from collections.abc import Iterator, MutableMapping, Sequence
-from typing import Final
+from typing import Final, Protocol
 
 import re2
 
@@ -94,6 +94,39 @@ def iter_spans(regex: re2._Regexp, subject: str | bytes, group: int = 0) -> Iter
         pos = end if end > start else end + 1
 
 
+_ANCHOR_START: Final = getattr(getattr(re2, "_Anchor", None), "ANCHOR_START", None)
+
+
+def iter_spans_seeking(
+    regex: re2._Regexp, data: bytes, byte: int, run: bytes, group: int = 0
+) -> Iterator[tuple[int, int, int, int]]:
+    """`iter_spans(regex, data, group)` for a pattern shaped `[run]+ <byte> <rest>`, found by seeking to `byte`.
+
+    RE2 skips ahead only to a *leading* literal; a pattern that opens with a character class (an e-mail address's
+    local part) makes its DFA walk every byte of the text. When every match holds `byte` exactly once, preceded
+    only by characters of `run` (which does not contain `byte`), each match starts where the run of `run`
+    characters before one of the `byte`s starts, so `bytes.find` (memchr) visits the candidates and RE2 only
+    checks each one, anchored. The caller vouches for the shape (`DlpStage` tests it against `iter_spans`).
+    """
+    raw = _raw(regex)
+    if raw is None or _ANCHOR_START is None:
+        yield from iter_spans(regex, data, group)
+        return
+    pos, size = 0, len(data)
+    while (at := data.find(byte, pos)) >= 0:
+        # The run before `byte` back to `pos` (finditer never starts a match before the previous one's end).
+        before = data[pos:at]
+        start = at - (len(before) - len(before.rstrip(run)))
+        spans = raw.Match(_ANCHOR_START, data, start, size) if start < at else None  # type: ignore[attr-defined]
+        if spans is None or spans[0][0] < 0:
+            pos = at + 1  # no match holds this byte; the next one's run cannot reach back past it
+            continue
+        end = spans[0][1]
+        group_start, group_end = spans[group]
+        yield start, end, group_start, group_end
+        pos = end if end > start else end + 1
+
+
 def match_subject(text: str) -> str | bytes:
     """What to hand RE2 for `text`: ASCII text as bytes, where byte offsets are character offsets.
 
@@ -142,6 +175,24 @@ class PatternSet:
                 yield index, start, end
 
 
+class Scannable(Protocol):
+    """A text with the memo of the set passes over it (the pipeline's `ScanText`)."""
+
+    @property
+    def match_text(self) -> str: ...
+
+    @property
+    def set_hits(self) -> MutableMapping[object, list[int]]: ...
+
+
+# Joins the texts of one batch for a single pass. The line breaks end every built-in pattern that cannot span lines
+# and give `\b`, `\s` and multi-line `^`/`$` the answer they give at a text's edge; the '.' stands in for a text's
+# start in rules anchored to "start of text or end of sentence". Its only duty is that a pattern matching inside
+# one text also matches the joined batch: tests/core/test_regex.py checks it for every built-in pattern (their set is
+# built `batchable`; a set of other patterns is not, as `^dog` shows).
+BATCH_SEPARATOR: Final = "\n.\n"
+
+
 class SharedSet:
     """Several pattern tables compiled into one RE2 set, matched once per text for all of them.
 
@@ -150,7 +201,10 @@ class SharedSet:
     text), so the first slice asked pays for the pass and the others read the result.
     """
 
-    def __init__(self, tables: Sequence[Sequence[str]]) -> None:
+    def __init__(self, tables: Sequence[Sequence[str]], *, batchable: bool = False) -> None:
+        """`batchable`: the caller vouches that every pattern matching a text also matches that text joined with
+        others by `BATCH_SEPARATOR` (no `^`/`$` outside multi-line mode, ...), which lets `prime` batch."""
+        self._batchable = batchable
         self._bounds: list[tuple[int, int]] = []
         self._set: re2.Set | None = None
         start = 0
@@ -181,6 +235,20 @@ class SharedSet:
             hits = memo[self] = sorted(found) if found else []
         return hits
 
+    def prime(self, texts: Sequence[Scannable]) -> None:
+        """One pass for a batch of texts that are usually clean (the string fields of one JSON body).
+
+        When no pattern matches the joined batch, none matches any text in it: every text's memo records "no
+        hits" and costs no pass of its own. When something matches, the texts are matched one by one as usual
+        (the joined pass was one short extra pass).
+        """
+        if not self._batchable or len(texts) < 2 or self._set is None or self in texts[0].set_hits:
+            return
+        if self._set.Match(BATCH_SEPARATOR.join([t.match_text for t in texts])):
+            return
+        for text in texts:
+            text.set_hits[self] = []
+
 
 class SetSlice:
     """One table's view of a `SharedSet`."""
@@ -197,3 +265,7 @@ class SetSlice:
         """Indices into this table of the patterns matching `subject` (one shared pass per memo)."""
         start, stop = self._start, self._stop
         return [i - start for i in self._shared.match(subject, memo) if start <= i < stop]
+
+    def prime(self, texts: Sequence[Scannable]) -> None:
+        """See `SharedSet.prime` (the pass covers every table of the shared set)."""
+        self._shared.prime(texts)

@@ -257,17 +257,29 @@ class A2AMessage(Event, frozen=True, kw_only=True, tag="a2a.message"):
 AnyEvent: TypeAlias = ModelInput | ModelOutput | ContentScan | McpMessage | HttpRequest | MemoryIngest | A2AMessage
 
 
-def string_leaves(value: JSONValue, path: str, kind: ContentKind) -> Iterator[Content]:
-    """Every string leaf of a JSON value, addressed by an RFC 6901 JSON Pointer."""
+def string_leaves(value: JSONValue, path: str, kind: ContentKind) -> list[Content]:
+    """Every string leaf of a JSON value in document order, addressed by an RFC 6901 JSON Pointer."""
+    out: list[Content] = []
+    _collect_leaves(value, path, kind, out)
+    return out
+
+
+def _collect_leaves(value: JSONValue, path: str, kind: ContentKind, out: list[Content]) -> None:
+    # Appending to one list: nested generators would pay a `yield from` hop per leaf per level of nesting.
     if isinstance(value, str):
         if value:
-            yield Content(kind=kind, text=value, location=path)
+            out.append(Content(kind=kind, text=value, location=path))
     elif isinstance(value, dict):
         for key, item in value.items():
-            yield from string_leaves(item, f"{path}/{str(key).replace('~', '~0').replace('/', '~1')}", kind)
+            if isinstance(item, str) and not item:
+                continue
+            key = str(key)
+            if "~" in key or "/" in key:
+                key = key.replace("~", "~0").replace("/", "~1")
+            _collect_leaves(item, f"{path}/{key}", kind, out)
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            yield from string_leaves(item, f"{path}/{i}", kind)
+            _collect_leaves(item, f"{path}/{i}", kind, out)
 
 
 class Finding(msgspec.Struct, frozen=True, kw_only=True):

@@ -106,7 +106,8 @@ def default_stages() -> list[Stage]:
 
     Signatures and DLP read the same texts, so their pattern tables share one RE2 set: one pass per text.
     """
-    shared = SharedSet([[s.pattern for s in SIGNATURES], [d.regex for d in BUILTIN_DETECTORS]])
+    # Batchable: tests/core/test_regex.py checks that joining texts for one pass loses no match of these tables.
+    shared = SharedSet([[s.pattern for s in SIGNATURES], [d.regex for d in BUILTIN_DETECTORS]], batchable=True)
     return [
         NormalizeStage(),
         SignatureStage(SIGNATURES, prefilter=shared.slice(0)),

@@ -50,6 +50,9 @@ class Detector:
     group: int = 0  # capture group holding the reported value (0 = the whole match)
     left: str = ""  # characters that may not directly precede the value
     right: str = ""  # characters that may not directly follow the value (see above for '.')
+    # (byte, run): every match holds `byte` once, preceded only by `run` characters, so the stage finds matches by
+    # seeking to `byte` instead of letting RE2 walk the whole text (`_regex.iter_spans_seeking`).
+    seek: tuple[str, str] | None = None
 
 
 CRIT, HIGH, MED, LOW = Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW
@@ -81,7 +84,7 @@ BUILTIN_DETECTORS: Final[tuple[Detector, ...]] = (
     Detector(
         "DLP-PII-EMAIL", "EMAIL_ADDRESS", "pii", MED, 0.9,
         r"[A-Za-z0-9._%+\-]+@(?:[A-Za-z0-9\-]+\.)+[A-Za-z]{2,24}\b",
-        validator=v.email, right=TOK,
+        validator=v.email, right=TOK, seek=("@", string.ascii_letters + string.digits + "._%+-"),
     ),
     # NANP: optional +1, area code optionally in parentheses, separators space/dot/dash, optional extension.
     # Word boundaries in the regex keep digit sub-runs (timestamps, ids) from ever becoming candidates.

@@ -109,3 +109,101 @@ def test_error_names_the_pattern_but_never_echoes_it() -> None:
 def test_non_string_or_empty_patterns_are_rejected(bad: object) -> None:
     with pytest.raises(PatternError):
         compile_linear(bad)  # type: ignore[arg-type]
+
+
+def test_seeking_finds_exactly_what_finditer_finds() -> None:
+    """`iter_spans_seeking` is only an access path: on every text it must equal the plain scan, match for match."""
+    import random
+
+    from cisora_mesh._regex import iter_spans_seeking
+    from cisora_mesh.pipeline.dlp_patterns import BUILTIN_DETECTORS
+
+    seeking = [d for d in BUILTIN_DETECTORS if d.seek is not None]
+    assert seeking  # the e-mail detector at least
+    rng = random.Random(2)  # noqa: S311 - reproducible test texts, not secrets
+    # Dense in the seek byte, the run characters and what ends a match: runs that fail, chained addresses,
+    # a byte right after a match, runs reaching back to the previous match.
+    alphabet = ["@", ".", "a", "b", "Z", "9", "-", "_", "+", "%", " ", "com", "example", "@x.org", "é", "\n"]
+    texts = [t.encode() for t in _corpus()] + [
+        "".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 60))).encode() for _ in range(3000)
+    ]
+    found = 0
+    for detector in seeking:
+        regex = compile_linear(detector.regex, as_bytes=True)
+        assert detector.seek is not None
+        byte, run = detector.seek
+        for data in texts:
+            expected = list(iter_spans(regex, data, detector.group))
+            assert list(iter_spans_seeking(regex, data, ord(byte), run.encode(), detector.group)) == expected
+            found += len(expected)
+    assert found > 500
+
+
+def test_seeking_skips_the_whole_text_between_candidates() -> None:
+    from cisora_mesh._regex import iter_spans_seeking
+
+    regex = compile_linear(r"[a-z]+@[a-z]+\.org", as_bytes=True)
+    data = b"x" * 10_000 + b" a@b.org @ c@ " + b"y" * 10_000 + b"d@e.org"
+    spans = list(iter_spans_seeking(regex, data, ord("@"), b"abcdefghijklmnopqrstuvwxyz"))
+    assert [data[s:e] for s, e, _, _ in spans] == [b"a@b.org", b"y" * 10_000 + b"d@e.org"]
+
+
+def _builtin_patterns() -> list[str]:
+    from cisora_mesh.pipeline.dlp_patterns import BUILTIN_DETECTORS
+    from cisora_mesh.pipeline.signatures import SIGNATURES
+
+    return [s.pattern for s in SIGNATURES] + [d.regex for d in BUILTIN_DETECTORS]
+
+
+def test_a_pattern_matching_one_text_matches_the_joined_batch() -> None:
+    """What makes `SharedSet.prime` sound: no built-in pattern loses a match when its text is joined to others.
+
+    Each match is cut out as a text of its own (so anchors and boundaries sit right at the text's edges) and
+    glued between neighbours that end and start with word characters, punctuation or spaces.
+    """
+    import re2
+
+    from cisora_mesh._regex import BATCH_SEPARATOR
+
+    neighbours = ["word", "end.", "x ", "", "12", "-"]
+    checked = 0
+    for pattern in _builtin_patterns():
+        regex = re2.compile(pattern)
+        for text in _corpus():
+            for match in regex.finditer(text):
+                alone = match.group()
+                if not alone or regex.search(alone) is None:
+                    continue
+                for left in neighbours:
+                    for right in neighbours:
+                        batch = BATCH_SEPARATOR.join([left, alone, right])
+                        assert regex.search(batch) is not None, (pattern[:60], alone[:60], left, right)
+                        checked += 1
+    assert checked > 10_000
+
+
+def test_prime_answers_a_clean_batch_in_one_pass_and_leaves_a_hit_to_the_texts() -> None:
+    from dataclasses import dataclass, field
+
+    @dataclass
+    class Text:
+        match_text: str
+        set_hits: dict[object, list[int]] = field(default_factory=dict)
+
+    shared = SharedSet([[r"\bcat\b"], [r"(?m)^dog"]], batchable=True)
+    clean = [Text("a bird"), Text("a fish"), Text("a dogma? no: a hotdog")]
+    shared.prime(clean)
+    assert [t.set_hits for t in clean] == [{shared: []}] * 3
+    dirty = [Text("a bird"), Text("dog days"), Text("no")]
+    shared.prime(dirty)
+    assert [t.set_hits for t in dirty] == [{}, {}, {}]  # left to the per-text passes
+    assert shared.slice(1).matching(dirty[1].match_text, dirty[1].set_hits) == [0]
+    single = [Text("a cat")]
+    shared.prime(single)
+    assert single[0].set_hits == {}  # one text: its own pass is the batch pass
+    # `^dog` matches "dog days" alone but not after a separator: a set nobody vouched for never batches.
+    unvouched = SharedSet([[r"^dog"]])
+    texts = [Text("a bird"), Text("dog days")]
+    unvouched.prime(texts)
+    assert [t.set_hits for t in texts] == [{}, {}]
+    assert unvouched.slice(0).matching(texts[1].match_text, texts[1].set_hits) == [0]

@@ -28,10 +28,10 @@ Tenant action -> finding action: `alert` -> `Verdict.ALLOW` (recorded only), `re
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Final
 
-from cisora_mesh._regex import SetSlice, SharedSet, compile_linear, iter_spans
+from cisora_mesh._regex import SetSlice, SharedSet, compile_linear, iter_spans, iter_spans_seeking
 from cisora_mesh.config import DlpAction
 from cisora_mesh.events import ContentKind, Finding, Severity, Verdict
 from cisora_mesh.pipeline.base import ScanContext, ScanText
@@ -73,7 +73,7 @@ def custom_label(name: str) -> str:
 class _Compiled:
     """One detector with its compiled regex and boundary sets (built once)."""
 
-    __slots__ = ("bregex", "detector", "left", "right")
+    __slots__ = ("bregex", "detector", "left", "right", "seek")
 
     def __init__(self, detector: Detector) -> None:
         self.detector = detector
@@ -81,6 +81,17 @@ class _Compiled:
         # Boundary characters as byte values: matching runs on UTF-8 bytes (all boundary characters are ASCII).
         self.left = frozenset(detector.left.encode("ascii"))
         self.right = frozenset(detector.right.encode("ascii"))
+        self.seek: tuple[int, bytes] | None = None
+        if detector.seek is not None:
+            byte, run = detector.seek
+            if len(byte) != 1 or byte in run:
+                raise ValueError(f"{detector.rule_id}: seek byte must be one character outside its run")
+            self.seek = (ord(byte), run.encode("ascii"))
+
+    def spans(self, data: bytes) -> Iterator[tuple[int, int, int, int]]:
+        if self.seek is None:
+            return iter_spans(self.bregex, data, self.detector.group)
+        return iter_spans_seeking(self.bregex, data, *self.seek, self.detector.group)
 
 
 class DlpStage:
@@ -108,6 +119,7 @@ class DlpStage:
         disabled = frozenset(settings.disabled_rules)
         action = _ACTION_VERDICT[settings.action]
         with_custom = bool(settings.custom_patterns)
+        self._prefilter.prime(ctx.texts)
         for scan_text in ctx.texts:
             if scan_text.derived is not None or not scan_text.match_text:
                 continue
@@ -123,14 +135,16 @@ class DlpStage:
         with_custom: bool,
     ) -> None:
         text = scan_text.match_text
+        hits = self._prefilter.matching(text, scan_text.set_hits)
+        if not hits and not with_custom:
+            return  # clean text, the common case: nothing more to do
         leaving = scan_text.kind in LEAVING_KINDS
-        # Matching runs on UTF-8 bytes: for ASCII text (the common case) byte offsets are character offsets;
+        # Spans are found in UTF-8 bytes: for ASCII text (the common case) byte offsets are character offsets;
         # otherwise all candidate offsets are converted in one sorted sweep at the end. (The str interface of
         # the RE2 wrapper converts offsets per match, from the start of the text, which is quadratic.)
         is_ascii = text.isascii()
         data = text.encode("ascii") if is_ascii else text.encode("utf-8")
         raw: list[tuple[Detector, Verdict, int, int, float]] = []
-        hits = self._prefilter.matching(data, scan_text.set_hits)
         if hits:
             for index in hits:
                 compiled = self._detectors[index]
@@ -172,7 +186,7 @@ class DlpStage:
         left, right = compiled.left, compiled.right
         out: list[tuple[int, int, float]] = []
         length = len(data)
-        for _, _, start, end in iter_spans(compiled.bregex, data, det.group):
+        for _, _, start, end in compiled.spans(data):
             if start < 0 or end <= start:
                 continue
             if left and start > 0 and data[start - 1] in left:

@@ -139,6 +139,7 @@ class SignatureStage:
         if not ctx.policy.injection.enabled:
             return
         per_content: dict[int, _ContentHits] = {}
+        self._prefilter.prime(ctx.texts)
         for scan_text in ctx.texts:
             kind = scan_text.kind
             text = scan_text.match_text
