@@ -58,7 +58,13 @@ class Verdict(enum.StrEnum):
 
     @staticmethod
     def strictest(*verdicts: Verdict) -> Verdict:
-        return max(verdicts, key=_VERDICT_RANK.__getitem__, default=Verdict.ALLOW)
+        # A plain loop: this runs two or three times per decision, where max(key=...) costs twice as much.
+        best, best_rank = Verdict.ALLOW, 0
+        for verdict in verdicts:
+            rank = _VERDICT_RANK[verdict]
+            if rank > best_rank:
+                best, best_rank = verdict, rank
+        return best
 
 
 _VERDICT_RANK: Final = {Verdict.ALLOW: 0, Verdict.REDACT: 1, Verdict.REVIEW: 2, Verdict.BLOCK: 3}

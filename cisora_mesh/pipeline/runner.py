@@ -74,7 +74,9 @@ def _record_stage_failure(ctx: ScanContext, stage: str, exc: BaseException) -> N
 def decide(ctx: ScanContext, timings: Sequence[StageTiming], *, stages: str = "inline") -> Decision:
     """The one decision for an evaluated event."""
     policy = ctx.policy
-    verdict = Verdict.strictest(*(f.action for f in ctx.findings if f.action is not None))
+    verdict = (
+        Verdict.strictest(*[f.action for f in ctx.findings if f.action is not None]) if ctx.findings else Verdict.ALLOW
+    )
     if policy.injection.enabled:
         if ctx.score >= policy.injection.block_threshold:
             verdict = Verdict.strictest(verdict, Verdict.BLOCK)

@@ -43,7 +43,6 @@ from cisora_mesh.policy.fields import (
     FieldSpec,
     FieldType,
     Getter,
-    now_from,
     resolve,
     surfaces_of,
 )
@@ -567,7 +566,7 @@ class PolicyEngine:
         values = _Values(
             self._getters,
             self._groups,
-            EvalInput(event, findings, score, None if now is None else now_from(now), context),
+            EvalInput(event, findings, score, now, context),
         )
         plan = self._plan(event)
         order: Sequence[int] = plan.always

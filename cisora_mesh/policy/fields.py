@@ -66,7 +66,7 @@ class EvalInput:
     event: Event
     findings: tuple[Finding, ...]
     score: float
-    now: datetime | None = None
+    now: datetime | float | None = None  # a POSIX timestamp is converted only if a rule reads the clock
     context: Mapping[str, object] | None = None
 
 
@@ -162,9 +162,10 @@ def _http(attr: str) -> Getter:
 
 def _clock(part: str) -> Getter:
     def get(inp: EvalInput) -> object:
-        if inp.now is None:
+        clock = now_from(inp.now)
+        if clock is None:
             return MISSING
-        now = inp.now.astimezone(UTC)
+        now = clock.astimezone(UTC)
         return now.hour if part == "hour" else now.weekday()
 
     return get
