@@ -115,6 +115,7 @@ class Connection:
         self._headers = {}
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value) + 4
         key = name.lower()
         prior = self._headers.get(key)
         self._headers[key] = value if prior is None else prior + b", " + value
@@ -169,13 +170,15 @@ class Connection:
             raise TransportError(_describe(exc, "connection lost while sending the request")) from None
 
     async def read_head(self) -> Response:
+        received = 0
         while not self._headers_done:
             data = await self._read()
             if not data:
                 raise TransportError("connection closed before the response")
-            self._head_bytes += len(data)
+            received += len(data)
             self._feed(data)
-            if self._head_bytes > _MAX_HEAD and not self._have_head():
+            # Fields counted as parsed; bytes counted while the section has not ended (a header that never ends).
+            if self._head_bytes > _MAX_HEAD or (received > _MAX_HEAD and not self._have_head()):
                 raise TransportError("response header section too large")
         return Response(self._parser.get_status_code(), self._headers)
 

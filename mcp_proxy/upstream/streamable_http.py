@@ -377,8 +377,10 @@ class HttpUpstream:
         """Deliver an SSE body's `message` events as they arrive; True once the response to `rid` came."""
         while (chunk := await conn.next_chunk()) is not None:
             for event, data in parser.feed(chunk):
-                if event != "message":
-                    continue  # MCP sends only message events; others are not frames
+                if event != "message" or not data:
+                    # MCP sends only message events; an empty one is a "priming" event that only sets the id
+                    # to resume from (2025-11-25, "Resumability and Redelivery"), not a frame.
+                    continue
                 if rid is None:
                     await self._deliver(data)
                     continue
