@@ -193,7 +193,7 @@ class HttpUpstream:
         self._pool: Pool | None = None  # set while the upstream is up: `send` refuses without it
         self._lost: asyncio.Future[str] | None = None
         self._on_frame: FrameHandler | None = None
-        self._deliver_lock = anyio.Lock(fast_acquire=True)
+        self._deliver_lock = asyncio.Lock()  # uncontended (the usual case), acquiring it does not yield
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight: dict[RequestId, tuple[asyncio.Task[None], bool]] = {}  # request id -> (its POST, modern)
         self._listen_task: asyncio.Task[None] | None = None
@@ -549,6 +549,7 @@ class HttpUpstream:
         self._on_frame = on_frame
         backoff = _FIRST_BACKOFF
         was_up = False
+        failing = False
         pool: Pool | None = None
         try:
             while True:
@@ -563,12 +564,17 @@ class HttpUpstream:
                 except TransportError as exc:
                     await pool.aclose()
                     reason = f"upstream {self.name!r} unreachable ({exc})"
-                    logger.warning("%s; retrying in %.1fs", reason, backoff)
+                    # Once per outage at WARNING; the retries that follow it are routine until it answers again.
+                    logger.log(logging.DEBUG if failing else logging.WARNING, "%s; retrying in %.1fs", reason, backoff)
+                    failing = True
                     await on_down(reason)
                 else:
                     self._lost = asyncio.get_running_loop().create_future()
                     self._served = False
                     self._pool = pool
+                    if failing:
+                        logger.info("upstream %r reachable again", self.name)
+                    failing = False
                     await on_up(was_up)
                     was_up = True
                     reason = await self._lost

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import ipaddress
 import os
 import shutil
 import socket
+import ssl
 import struct
 import subprocess
 import time
@@ -200,10 +203,11 @@ class RawServer:
 
 
 @contextlib.asynccontextmanager
-async def raw_server(handler: Handler) -> AsyncIterator[RawServer]:
+async def raw_server(handler: Handler, tls: ssl.SSLContext | None = None) -> AsyncIterator[RawServer]:
     state = RawServer(handler)
-    server = await asyncio.start_server(state._serve, "127.0.0.1", 0)
-    state.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/mcp"
+    server = await asyncio.start_server(state._serve, "127.0.0.1", 0, ssl=tls)
+    scheme = "https" if tls is not None else "http"
+    state.url = f"{scheme}://127.0.0.1:{server.sockets[0].getsockname()[1]}/mcp"
     try:
         yield state
     finally:
@@ -446,6 +450,49 @@ async def test_202_to_a_request_and_unexpected_content_type_are_answered() -> No
             await sink.until(lambda: len(sink.frames) == 2)
         assert "no answer" in sink.by_id(1)["error"]["message"]
         assert "content type" in sink.by_id(2)["error"]["message"]
+
+
+def _self_signed(tmp: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1)).not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_pem, key_pem = tmp / "cert.pem", tmp / "key.pem"
+    cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_pem.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert_pem, key_pem)
+    return server, ssl.create_default_context(cafile=str(cert_pem))
+
+
+async def test_https_with_an_ssl_context(tmp_path: Path) -> None:
+    server_tls, client_tls = _self_signed(tmp_path)
+    async with raw_server(answer_json, server_tls) as server:
+        upstream = HttpUpstream("tls", server.url, ssl_context=client_tls)
+        async with running(upstream) as sink:
+            for i in range(5):
+                await upstream.send(call(i))
+            await sink.until(lambda: len(sink.frames) == 5)
+        assert sorted(m["id"] for m in sink.messages()) == list(range(5))
+        # Without trusting the certificate the handshake fails: down, never up.
+        untrusted = HttpUpstream("tls", server.url, backoff_max=0.2)
+        async with running(untrusted, wait_up=False) as sink:
+            await sink.until(lambda: len(sink.downs) >= 1)
+        assert sink.ups == [] and "TLS" in sink.downs[0]
 
 
 # --- transport failures and malformed responses -----------------------------------------------------------------
