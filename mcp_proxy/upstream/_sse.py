@@ -33,7 +33,8 @@ class SseParser:
         self.last_id = ""  # the last event ID buffer: it survives events, and survives a reconnection
         self.retry: int | None = None  # milliseconds, from the last valid `retry:` field
         self.oversized = 0  # events reported as Oversized so far
-        self._pending = b""  # bytes after the last complete line
+        self._partial: list[bytes] = []  # pieces of a line not ended yet
+        self._partial_size = 0
         self._cr = False  # the previous chunk ended with CR: a leading LF finishes that CRLF, not a new line
         self._started = False  # past the optional BOM at the very start of the stream
         self._event = b""
@@ -46,10 +47,10 @@ class SseParser:
     def feed(self, chunk: bytes) -> list[SseEvent]:
         if not self._started:
             # §9.2.6: one leading U+FEFF is ignored. Wait until three bytes are in hand to tell.
-            chunk = self._pending + chunk
-            self._pending = b""
+            chunk = b"".join(self._partial) + chunk
+            self._partial.clear()
             if len(chunk) < len(_BOM) and _BOM.startswith(chunk):
-                self._pending = chunk
+                self._partial.append(chunk)
                 return []
             self._started = True
             if chunk.startswith(_BOM):
@@ -57,37 +58,43 @@ class SseParser:
         if self._cr and chunk[:1] == b"\n":
             chunk = chunk[1:]
         self._cr = False
-        if not chunk:
-            return []
         events: list[SseEvent] = []
+        end = len(chunk)
         pos = 0
+        search = _EOL.search
         if self._skip_line:
-            match = _EOL.search(chunk)
+            match = search(chunk)
             if match is None:
-                self._count_skipped(len(chunk))
+                self._count_skipped(end)
                 return events
             self._count_skipped(match.start())
             self._skip_line = False
             pos = match.end()
-            self._cr = match.end() == len(chunk) and match.group() == b"\r"
-        buf = self._pending + chunk[pos:] if self._pending else chunk[pos:]
-        self._pending = b""
-        pos = 0
-        end = len(buf)
-        search = _EOL.search
+            self._cr = pos == end and match.group() == b"\r"
+        # Only the new bytes are searched for line ends, and a line's earlier pieces are joined once, when it
+        # ends: a large event arriving in many small chunks costs linear time, not quadratic.
         while pos < end:
-            match = search(buf, pos)
+            match = search(chunk, pos)
             if match is None:
                 break
-            self._line(buf[pos : match.start()], events)
+            piece = chunk[pos : match.start()]
+            if self._partial:
+                self._partial.append(piece)
+                piece = b"".join(self._partial)
+                self._partial.clear()
+                self._partial_size = 0
+            self._line(piece, events)
             pos = match.end()
             if pos == end and match.group() == b"\r":
                 self._cr = True  # its LF may be the first byte of the next chunk
-        rest = buf[pos:]
-        if len(rest) > self.max_data + _LINE_SLACK:
-            self._overlong(rest)
-        else:
-            self._pending = rest
+        if pos < end:
+            self._partial.append(chunk[pos:] if pos else chunk)
+            self._partial_size += end - pos
+            if self._partial_size > self.max_data + _LINE_SLACK:
+                rest = b"".join(self._partial)
+                self._partial.clear()
+                self._partial_size = 0
+                self._overlong(rest)
         return events
 
     # --- §9.2.6 "Interpreting an event stream" ------------------------------------------------------------------

@@ -740,6 +740,39 @@ async def test_expired_session_reports_down_and_starts_over() -> None:
         assert posts[-1].headers["mcp-session-id"] == "s-2"
 
 
+async def test_interrupted_sse_response_is_resumed_with_last_event_id() -> None:
+    async def handler(req: Req, writer: asyncio.StreamWriter) -> bool:
+        if req.method == "GET":
+            # The replay of what followed event "e2" on the interrupted stream: here, the response.
+            writer.write(SSE_HEAD + chunk(b"id: e3\ndata: " + result(5) + b"\n\n") + b"0\r\n\r\n")
+            return True
+        if req.method == "DELETE":
+            writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+            return True
+        msg = req.json()
+        if msg.get("method") == "initialize":
+            answer = jsonrpc.result_frame(msg["id"], {"protocolVersion": "2025-11-25", "capabilities": {}})
+            writer.write(json_response(answer, extra=b"Mcp-Session-Id: s-1\r\n"))
+            return True
+        progress = jsonrpc.notification_frame("notifications/progress", {"progressToken": "t", "progress": 1})
+        # A priming event, a progress event, then the server closes the stream early (SEP-1699 polling).
+        events = b"id: e1\nretry: 10\ndata:\n\nid: e2\ndata: " + progress + b"\n\n"
+        writer.write(SSE_HEAD + chunk(events) + b"0\r\n\r\n")
+        return True
+
+    async with raw_server(handler) as server:
+        upstream = HttpUpstream("web", server.url)
+        async with running(upstream) as sink:
+            await upstream.send(INIT)
+            await sink.until(lambda: len(sink.frames) == 1)
+            await upstream.send(call(5))
+            await sink.until(lambda: len(sink.frames) == 3)
+        assert sink.messages()[1]["method"] == "notifications/progress"
+        assert sink.by_id(5)["result"] == {"value": "ok"}
+        (get,) = [r for r in server.requests if r.method == "GET"]
+        assert get.headers["last-event-id"] == "e2" and get.headers["mcp-session-id"] == "s-1"
+
+
 # --- modern cancellation, oversized -----------------------------------------------------------------------------
 
 
