@@ -162,7 +162,14 @@ def build_upstreams(settings: ProxySettings) -> list[Upstream]:
             )
         else:
             assert server.url is not None
-            upstreams.append(HttpUpstream(server.name, server.url, backoff_max=settings.restart_backoff_max))
+            upstreams.append(
+                HttpUpstream(
+                    server.name,
+                    server.url,
+                    max_frame=settings.max_frame_bytes,
+                    backoff_max=settings.restart_backoff_max,
+                )
+            )
     return upstreams
 
 

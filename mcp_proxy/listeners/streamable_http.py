@@ -15,6 +15,7 @@ header is never forwarded: upstreams are separate connections that the proxy ope
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
@@ -26,14 +27,14 @@ from typing import Any, Final, Protocol
 import anyio
 import msgspec
 from anyio.abc import TaskGroup, TaskStatus
-from anyio.streams.memory import MemoryObjectSendStream
+from msgspec import UNSET
 
 from mcp_proxy import jsonrpc
 from mcp_proxy.app import Runtime
 from mcp_proxy.config import server_name_for
 from mcp_proxy.errors import ProxyConfigError
 from mcp_proxy.forward import Session
-from mcp_proxy.jsonrpc import RequestId
+from mcp_proxy.jsonrpc import Envelope, RequestId
 from mcp_proxy.listeners.oauth import AuthFailure, JwtVerifier, encode_metadata, metadata_path
 from mcp_proxy.telemetry import MessageSpans
 from mcp_proxy.upstream import Upstream
@@ -48,18 +49,40 @@ MODERN = "2026-07-28"
 _META_VERSION = "io.modelcontextprotocol/protocolVersion"
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+# The request headers the front reads, collected in one pass over the request (ASGI already lowercases names; the
+# first occurrence wins, as it did when each was looked up on its own).
+_READ: Final = frozenset(
+    {
+        b"host",
+        b"origin",
+        b"authorization",
+        b"accept",
+        b"mcp-session-id",
+        b"mcp-protocol-version",
+        b"mcp-method",
+        b"mcp-name",
+    }
+)
+
+
+def _headers(scope: Scope) -> dict[bytes, str]:
+    found: dict[bytes, str] = {}
     for key, value in scope.get("headers", ()):
-        if key.lower() == name:
-            return bytes(value).decode("latin-1")
-    return None
+        key = bytes(key).lower()
+        if key in _READ and key not in found:
+            found[key] = bytes(value).decode("latin-1")
+    return found
+
+
+_JSON: Final = (b"content-type", b"application/json")
 
 
 async def _respond(
     send: Send, status: int, body: bytes, content_type: bytes = b"application/json", extra: Sequence[Any] = ()
 ) -> None:
     # An explicit length avoids chunked encoding: one fewer small write per answer (and no Nagle stall on it).
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *extra]
+    kind = _JSON if content_type == b"application/json" else (b"content-type", content_type)
+    headers = [kind, (b"content-length", b"%d" % len(body)), *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -138,25 +161,51 @@ class _Call:
 
     original_id: Any
     token: Any  # the client's progress token (None: progress is not relayed for this request)
-    out: MemoryObjectSendStream[tuple[bool, bytes]]  # (is the answer, frame)
+    answer: asyncio.Future[bytes] | None  # without progress: the answer, and nothing else, arrives here
+    events: asyncio.Queue[tuple[bool, bytes]] | None  # with progress: (is the answer, frame), in arrival order
+
+
+class _Params(msgspec.Struct):
+    """What the front reads of a request's params (everything else, arguments included, stays undecoded)."""
+
+    name: Any = None
+    uri: Any = None
+    meta: Any = msgspec.field(default=None, name="_meta")
+
+
+_NO_PARAMS: Final = _Params()
+_params_decoder: Final = msgspec.json.Decoder(_Params)
+
+
+def _params(env: Envelope) -> _Params:
+    if not len(env.params):
+        return _NO_PARAMS
+    try:
+        return _params_decoder.decode(env.params)
+    except msgspec.ValidationError:  # params that are not an object carry no name, uri or _meta
+        return _NO_PARAMS
 
 
 class _ModernHub:
     """All 2026-07-28 traffic through one `Session` and one upstream.
 
     Request ids and progress tokens are remapped to proxy-unique ones (two clients may both use id 1 or token "t"),
-    so each response and each `notifications/progress` finds the POST it belongs to.
+    so each response and each `notifications/progress` finds the POST it belongs to. A relayed progress token is
+    the proxy id of its request.
+
+    Plain asyncio primitives on purpose: this runs once per POST, and anyio's memory streams and cancel scopes
+    cost a loop round trip (checkpoint) and a backend lookup per operation.
     """
 
     def __init__(self) -> None:
         self._ids = itertools.count(1)
         self._calls: dict[str, _Call] = {}  # proxy request id -> call
-        self._tokens: dict[str, str] = {}  # proxy progress token -> proxy request id
-        self._send, self._recv = anyio.create_memory_object_stream[bytes](1024)
+        self._inbox: asyncio.Queue[bytes | None] = asyncio.Queue(1024)  # frames for the session, None ends them
         self.closed = False
 
-    def frames(self) -> AsyncIterator[bytes]:
-        return self._recv.__aiter__()
+    async def frames(self) -> AsyncIterator[bytes]:
+        while (frame := await self._inbox.get()) is not None:
+            yield frame
 
     def original_id(self, rid: RequestId) -> RequestId:
         """The client's id of a request in flight under proxy id `rid` (for telemetry); `rid` if unknown."""
@@ -165,73 +214,85 @@ class _ModernHub:
 
     def close(self) -> None:
         self.closed = True
-        self._send.close()
-
-    def close_reader(self) -> None:
-        self._recv.close()
+        with contextlib.suppress(asyncio.QueueFull):  # full: the pump is being cancelled anyway (see lifespan)
+            self._inbox.put_nowait(None)
 
     async def send(self, frame: bytes) -> None:
         env = jsonrpc.decode(frame)
-        if env.is_response and isinstance(env.id, str):
-            call = self._calls.get(env.id)
-            if call is not None:
-                message = msgspec.json.decode(frame)
-                message["id"] = call.original_id
-                # Never blocks: progress leaves one slot free for the answer (see below).
-                call.out.send_nowait((True, jsonrpc.dumps(message)))
+        if env.is_response:
+            call = self._calls.get(env.id) if isinstance(env.id, str) else None
+            if call is None:
+                return
+            # Only the id changes: the result or error is re-emitted as the raw bytes that arrived.
+            answer = jsonrpc.dumps(msgspec.structs.replace(env, id=call.original_id))
+            if call.events is not None:
+                call.events.put_nowait((True, answer))
+            elif call.answer is not None and not call.answer.done():
+                call.answer.set_result(answer)
             return
         if env.method == "notifications/progress":
             params = jsonrpc.load(env.params)
             token = params.get("progressToken") if isinstance(params, dict) else None
-            call = self._calls.get(self._tokens.get(token, "")) if isinstance(token, str) else None
-            if call is None or call.out.statistics().current_buffer_used >= _STREAM_BUFFER - 1:
+            call = self._calls.get(token) if isinstance(token, str) else None
+            if call is None or call.events is None or call.events.qsize() >= _STREAM_BUFFER - 1:
                 return  # not ours, or a client too slow to read its progress: drop progress, never the answer
             assert isinstance(params, dict)
             relayed = {"jsonrpc": "2.0", "method": env.method, "params": {**params, "progressToken": call.token}}
-            call.out.send_nowait((False, jsonrpc.dumps(relayed)))
+            call.events.put_nowait((False, jsonrpc.dumps(relayed)))
         # Anything else has no POST to ride on (the 2026-07-28 era has no server-initiated requests).
 
     async def call(
-        self, message: dict[str, Any], wait: float, progress: Callable[[bytes], Awaitable[None]] | None = None
+        self,
+        env: Envelope,
+        frame: bytes,
+        wait: float,
+        progress: Callable[[bytes], Awaitable[None]] | None = None,
+        token: Any = None,
     ) -> bytes | None:
-        """Forward one message and return its answer (None for a notification).
+        """Forward one message (`frame`, decoded as `env`) and return its answer (None for a notification).
 
-        With `progress`, the request's progress notifications are passed to it (token restored) as they arrive.
+        With `progress`, the request's progress notifications (for the client's progress `token`) are passed to it
+        as they arrive.
         """
-        if "id" not in message:
-            await self._send.send(jsonrpc.dumps(message))
+        if env.id is UNSET:
+            await self._inbox.put(frame)
             return None
         proxy_id = f"modern-{next(self._ids)}"
-        token = _progress_token(message) if progress is not None else None
-        out, inbox = anyio.create_memory_object_stream[tuple[bool, bytes]](_STREAM_BUFFER)
-        self._calls[proxy_id] = _Call(message["id"], token, out)
-        forwarded = {**message, "id": proxy_id}
-        if token is not None:
-            self._tokens[proxy_id] = proxy_id
-            params = message["params"]
-            forwarded["params"] = {**params, "_meta": {**params["_meta"], "progressToken": proxy_id}}
+        if progress is None:
+            call = _Call(env.id, None, asyncio.get_running_loop().create_future(), None)
+            forwarded = jsonrpc.dumps(msgspec.structs.replace(env, id=proxy_id))
+        else:
+            call = _Call(env.id, token, None, asyncio.Queue())
+            params = jsonrpc.load(env.params)
+            params = {**params, "_meta": {**params["_meta"], "progressToken": proxy_id}}
+            forwarded = jsonrpc.dumps(
+                msgspec.structs.replace(env, id=proxy_id, params=msgspec.Raw(jsonrpc.dumps(params)))
+            )
+        self._calls[proxy_id] = call
         try:
-            await self._send.send(jsonrpc.dumps(forwarded))
-            with anyio.move_on_after(wait):
-                async for is_answer, frame in inbox:
+            await self._inbox.put(forwarded)
+            async with asyncio.timeout(wait):
+                if call.answer is not None:
+                    return await call.answer
+                assert call.events is not None
+                assert progress is not None
+                while True:
+                    is_answer, out = await call.events.get()
                     if is_answer:
-                        return frame
-                    if progress is not None:
-                        await progress(frame)
+                        return out
+                    await progress(out)
+        except TimeoutError:
+            pass
         finally:
             self._calls.pop(proxy_id, None)
-            self._tokens.pop(proxy_id, None)
-            out.close()
-            inbox.close()
-        return jsonrpc.error_frame(message["id"], jsonrpc.INTERNAL_ERROR, "the upstream did not answer in time")
+        return jsonrpc.error_frame(env.id, jsonrpc.INTERNAL_ERROR, "the upstream did not answer in time")
 
 
 _STREAM_BUFFER: Final = 64
 
 
-def _progress_token(message: dict[str, Any]) -> Any:
-    params = message.get("params")
-    meta = params.get("_meta") if isinstance(params, dict) else None
+def _progress_token(params: _Params) -> Any:
+    meta = params.meta
     token = meta.get("progressToken") if isinstance(meta, dict) else None
     return token if isinstance(token, str | int) and not isinstance(token, bool) else None
 
@@ -252,7 +313,9 @@ def pump_factory(
             if upstream_url:
                 from mcp_proxy.upstream.streamable_http import HttpUpstream
 
-                return HttpUpstream(server, upstream_url, backoff_max=settings.restart_backoff_max)
+                return HttpUpstream(
+                    server, upstream_url, max_frame=settings.max_frame_bytes, backoff_max=settings.restart_backoff_max
+                )
             from mcp_proxy.upstream.stdio import StdioUpstream
 
             return StdioUpstream(
@@ -331,13 +394,12 @@ class McpHttpApp:
                 await transport.terminate()
             hub.close()
             tg.cancel_scope.cancel()
-        hub.close_reader()
 
-    def _check_host_origin(self, scope: Scope) -> tuple[int, str] | None:
-        host = (_header(scope, b"host") or "").lower()
+    def _check_host_origin(self, headers: dict[bytes, str]) -> tuple[int, str] | None:
+        host = headers.get(b"host", "").lower()
         if host not in self.allowed_hosts:
             return 421, "Misdirected Request: Host header not allowed"
-        origin = _header(scope, b"origin")
+        origin = headers.get(b"origin")
         if origin is not None and origin.lower().rstrip("/") not in self.allowed_origins:
             return 403, "Forbidden: Origin not allowed"
         return None
@@ -345,7 +407,8 @@ class McpHttpApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        refused = self._check_host_origin(scope)
+        headers = _headers(scope)
+        refused = self._check_host_origin(headers)
         if refused is not None:
             status, text = refused
             body = jsonrpc.error_frame(None, jsonrpc.INVALID_REQUEST, text, jsonrpc.problem("forbidden-origin", text))
@@ -354,7 +417,7 @@ class McpHttpApp:
         subject: str | None = None
         if self.verifier is not None:
             try:
-                subject = self.verifier.verify(_header(scope, b"authorization")).subject
+                subject = self.verifier.verify(headers.get(b"authorization")).subject
             except AuthFailure as failure:
                 body = jsonrpc.error_frame(
                     None,
@@ -365,23 +428,23 @@ class McpHttpApp:
                 challenge = self.verifier.www_authenticate(failure).encode()
                 await _respond(send, failure.status, body, extra=[(b"www-authenticate", challenge)])
                 return
-            session_id = _header(scope, b"mcp-session-id")
+            session_id = headers.get(b"mcp-session-id")
             # A session belongs to the credential that created it; anyone else is told it does not exist.
             if session_id is not None and self._owners.get(session_id, subject) != subject:
                 await _respond(send, 404, jsonrpc.error_frame(None, jsonrpc.INVALID_REQUEST, "Session not found"))
                 return
-        scope.setdefault("state", {})["cisora.subject"] = subject
-        version = _header(scope, b"mcp-protocol-version")
-        if version == MODERN and scope["method"] == "POST" and _header(scope, b"mcp-session-id") is None:
-            await self._modern_post(scope, receive, send)
+        version = headers.get(b"mcp-protocol-version")
+        if version == MODERN and scope["method"] == "POST" and b"mcp-session-id" not in headers:
+            await self._modern_post(receive, send, headers)
             return
-        await self._legacy(scope, receive, send)
+        await self._legacy(scope, receive, send, headers.get(b"mcp-session-id"), subject)
 
-    async def _legacy(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _legacy(
+        self, scope: Scope, receive: Receive, send: Send, session_id: str | None, subject: str | None
+    ) -> None:
         from mcp.server.streamable_http import StreamableHTTPServerTransport
         from mcp.server.transport_security import TransportSecuritySettings
 
-        session_id = _header(scope, b"mcp-session-id")
         if session_id is not None:
             transport = self._sessions.get(session_id)
             if transport is None:
@@ -395,7 +458,6 @@ class McpHttpApp:
             await _respond(send, 400, body)
             return
         new_id = uuid.uuid4().hex
-        subject = scope.get("state", {}).get("cisora.subject")
         if subject is not None:
             self._owners[new_id] = subject
         # Host/Origin were checked above; the SDK's own check would reject our configured names.
@@ -421,44 +483,52 @@ class McpHttpApp:
             self._sessions.pop(session_id, None)
             self._owners.pop(session_id, None)
 
-    async def _modern_post(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = bytearray()
-        limit = self.runtime.settings.max_frame_bytes
-        while True:
-            event = await receive()
-            body += event.get("body", b"")
-            if len(body) > limit:
-                await _respond(send, 413, jsonrpc.error_frame(None, jsonrpc.FRAME_TOO_LARGE, "request too large"))
-                return
-            if not event.get("more_body"):
-                break
-        try:
-            jsonrpc.decode(bytes(body))
-            message = msgspec.json.decode(bytes(body))
-        except (jsonrpc.FrameError, msgspec.DecodeError) as exc:
-            code = exc.code if isinstance(exc, jsonrpc.FrameError) else jsonrpc.PARSE_ERROR
-            await _respond(send, 400, jsonrpc.error_frame(None, code, str(exc)))
+    async def _modern_post(self, receive: Receive, send: Send, headers: dict[bytes, str]) -> None:
+        event = await receive()
+        body: bytes = event.get("body", b"")
+        if event.get("more_body"):
+            body = await self._rest_of_body(receive, body)
+        if len(body) > self.runtime.settings.max_frame_bytes:
+            await _respond(send, 413, jsonrpc.error_frame(None, jsonrpc.FRAME_TOO_LARGE, "request too large"))
             return
-        mismatch = _header_mismatch(scope, message)
+        try:
+            env = jsonrpc.decode(body)
+        except jsonrpc.FrameError as exc:
+            await _respond(send, 400, jsonrpc.error_frame(None, exc.code, str(exc)))
+            return
+        params = _params(env)
+        mismatch = _header_mismatch(headers, env, params)
         if mismatch is not None:
             data = jsonrpc.problem("header-mismatch", "HeaderMismatch", detail=mismatch)
-            await _respond(send, 400, jsonrpc.error_frame(message.get("id"), jsonrpc.INVALID_REQUEST, mismatch, data))
+            rid = None if env.id is UNSET else env.id
+            await _respond(send, 400, jsonrpc.error_frame(rid, jsonrpc.INVALID_REQUEST, mismatch, data))
             return
         assert self._modern is not None
-        accept = _header(scope, b"accept") or ""
-        if "id" in message and "text/event-stream" in accept and _progress_token(message) is not None:
+        token = _progress_token(params) if env.id is not UNSET else None
+        if token is not None and "text/event-stream" in headers.get(b"accept", ""):
             # The client asked for progress and accepts SSE: answer on an event stream carrying the progress
             # notifications, then the response (streamable HTTP, MCP 2026-07-28 / 2025-11-25 "Sending Messages
             # to the Server": the server MAY send notifications related to the request before its response).
-            await self._modern_sse(send, message)
+            await self._modern_sse(send, env, body, token)
             return
-        answer = await self._modern.call(message, self.request_timeout)
+        answer = await self._modern.call(env, body, self.request_timeout)
         if answer is None:
             await _respond(send, 202, b"")
             return
         await _respond(send, 200, answer)
 
-    async def _modern_sse(self, send: Send, message: dict[str, Any]) -> None:
+    async def _rest_of_body(self, receive: Receive, first: bytes) -> bytes:
+        """A body that arrived in several ASGI events, cut short past the frame limit (the caller answers 413)."""
+        body = bytearray(first)
+        limit = self.runtime.settings.max_frame_bytes
+        while len(body) <= limit:
+            event = await receive()
+            body += event.get("body", b"")
+            if not event.get("more_body"):
+                break
+        return bytes(body)
+
+    async def _modern_sse(self, send: Send, env: Envelope, body: bytes, token: Any) -> None:
         assert self._modern is not None
         headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache, no-transform")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -468,27 +538,24 @@ class McpHttpApp:
                 {"type": "http.response.body", "body": b"event: message\ndata: " + frame + b"\n\n", "more_body": True}
             )
 
-        answer = await self._modern.call(message, self.request_timeout, progress=event)
+        answer = await self._modern.call(env, body, self.request_timeout, progress=event, token=token)
         assert answer is not None  # a request always gets an answer (or the timeout error)
         await event(answer)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-def _header_mismatch(scope: Scope, message: dict[str, Any]) -> str | None:
-    method = message.get("method")
-    raw_params = message.get("params")
-    params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
-    header_method = _header(scope, b"mcp-method")
+def _header_mismatch(headers: dict[bytes, str], env: Envelope, params: _Params) -> str | None:
+    method = None if env.method is UNSET else env.method
+    header_method = headers.get(b"mcp-method")
     if header_method is not None and header_method != method:
         return f"Mcp-Method header {header_method!r} does not match the body's method {method!r}"
-    header_name = _header(scope, b"mcp-name")
+    header_name = headers.get(b"mcp-name")
     if header_name is not None:
-        body_name = params.get("name") if method in ("tools/call", "prompts/get") else params.get("uri")
+        body_name = params.name if method in ("tools/call", "prompts/get") else params.uri
         if body_name is not None and header_name != body_name:
             return "Mcp-Name header does not match the body"
-    raw_meta = params.get("_meta")
-    meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
-    body_version = meta.get(_META_VERSION)
+    meta = params.meta
+    body_version = meta.get(_META_VERSION) if isinstance(meta, dict) else None
     if body_version is not None and body_version != MODERN:
         return "MCP-Protocol-Version header does not match the body's protocol version"
     return None
@@ -514,7 +581,7 @@ def build_app(
     hosts, origins = _allowed(host, port, settings.http.allowed_hosts, settings.http.allowed_origins)
     verifier = JwtVerifier(settings.http.oauth) if settings.http.oauth is not None else None
     mcp_app = McpHttpApp(runtime, make_pump, allowed_hosts=hosts, allowed_origins=origins, verifier=verifier)
-    routes = [Route("/mcp", endpoint=mcp_app, methods=["GET", "POST", "DELETE"])]
+    routes = [Route("/mcp", endpoint=mcp_app, methods=list(_MCP_METHODS))]
     if verifier is not None:
         metadata = encode_metadata(verifier)
 
@@ -523,7 +590,34 @@ def build_app(
 
         path = metadata_path(verifier.settings.resource)
         routes.append(Route(path, endpoint=_AsgiEndpoint(protected_resource), methods=["GET"]))
-    return Starlette(routes=routes, lifespan=mcp_app.lifespan)
+    return _Front(mcp_app, Starlette(routes=routes, lifespan=mcp_app.lifespan))
+
+
+_MCP_METHODS: Final = ("GET", "POST", "DELETE")
+
+
+class _Front:
+    """`/mcp` goes straight to the MCP app; everything else (lifespan, OAuth metadata, 404/405/redirects) to Starlette.
+
+    The MCP app does all its own checks (Host, Origin, OAuth) on every request, so skipping Starlette's middleware
+    and router here changes no answer, only the per-request cost. Starlette still routes `/mcp` for the requests
+    this fast path leaves to it (HEAD, or a server mounted under a root path).
+    """
+
+    def __init__(self, mcp: McpHttpApp, other: Any) -> None:
+        self.mcp = mcp
+        self.other = other
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["path"] == "/mcp"
+            and scope["method"] in _MCP_METHODS
+            and not scope.get("root_path")
+        ):
+            await self.mcp(scope, receive, send)
+            return
+        await self.other(scope, receive, send)
 
 
 class _AsgiEndpoint:
@@ -542,4 +636,16 @@ def serve_http(
     import uvicorn
 
     app = build_app(runtime, host=host, port=port, upstream_url=upstream_url, command=command, name=name)
-    uvicorn.run(app, host=host, port=port, log_level="warning", lifespan="on")
+    uvicorn.run(app, host=host, port=port, log_level="warning", lifespan="on", **UVICORN_OPTIONS)
+
+
+# uvicorn settings for the front. Its defaults already pick uvloop and httptools when installed.
+UVICORN_OPTIONS: Final[dict[str, Any]] = {
+    # X-Forwarded-For/-Proto are not trusted (the default trusts them from 127.0.0.1): nothing here reads the client
+    # address or scheme, and a local process must not be able to spoof them; it also skips a middleware per request.
+    "proxy_headers": False,
+    "access_log": False,
+    # No `server: uvicorn` (RFC 9110 section 10.2.4: optional; it only tells an attacker what runs here). `Date`
+    # stays: an origin server with a clock MUST send it (RFC 9110 section 6.6.1).
+    "server_header": False,
+}

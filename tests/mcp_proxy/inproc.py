@@ -25,7 +25,7 @@ from mcp_proxy.app import Runtime, build_runtime
 from mcp_proxy.config import ProxySettings
 from mcp_proxy.forward import Session
 from mcp_proxy.listeners.stdio import StdioDownstream
-from mcp_proxy.listeners.streamable_http import build_app
+from mcp_proxy.listeners.streamable_http import UVICORN_OPTIONS, build_app
 from mcp_proxy.telemetry import ProxyTelemetry
 from mcp_proxy.upstream.stdio import StdioUpstream
 
@@ -152,7 +152,9 @@ async def http_proxy(rt: Runtime, command: Sequence[str]) -> AsyncIterator[str]:
     """The HTTP front under uvicorn on 127.0.0.1 (a real socket), forwarding to `command`; yields the /mcp URL."""
     port = free_port()
     app = build_app(rt, host="127.0.0.1", port=port, upstream_url=None, command=list(command), name="echo")
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_level="warning", **UVICORN_OPTIONS)
+    )
     async with anyio.create_task_group() as tg:
         tg.start_soon(server.serve)
         with anyio.fail_after(20):

@@ -908,3 +908,20 @@ async def test_server_everything_over_http() -> None:
             assert kinds.count("notifications/progress") >= 2
             assert kinds.index("notifications/progress") < kinds.index(3)  # progress first, as it happened
         assert sink.downs == []
+
+
+def test_configured_frame_limit_reaches_http_upstreams() -> None:
+    from mcp_proxy.app import Runtime, build_upstreams
+    from mcp_proxy.config import ProxySettings, ServerSettings
+    from mcp_proxy.listeners.streamable_http import pump_factory
+
+    url = "http://127.0.0.1:9/mcp"
+    settings = ProxySettings(max_frame_bytes=123_456, servers=[ServerSettings(name="web", url=url)])
+    (routed,) = build_upstreams(settings)
+    assert isinstance(routed, HttpUpstream)
+    assert routed.max_frame == 123_456
+    runtime = Runtime(settings=settings, tenant="t", mesh=None, pins=None, audit=None)
+    pump = pump_factory(runtime, upstream_url=url, command=[], name="web")(None, None)
+    single = getattr(pump, "up", None)
+    assert isinstance(single, HttpUpstream)
+    assert single.max_frame == 123_456

@@ -156,6 +156,24 @@ def test_host_and_origin_are_checked(proxy_url: str) -> None:
     assert bad_origin.status_code == 403
 
 
+def test_paths_and_methods_off_the_fast_path(proxy_url: str) -> None:
+    # `/mcp` with GET/POST/DELETE goes straight to the MCP app; everything else still goes through Starlette,
+    # and the MCP app's own checks hold on both paths.
+    root = proxy_url.removesuffix("/mcp")
+    assert httpx.put(proxy_url, content=b"{}").status_code == 405
+    assert httpx.get(root + "/elsewhere").status_code == 404
+    assert httpx.head(proxy_url, headers={"host": "evil.example"}).status_code == 421  # HEAD: Starlette's route
+    assert httpx.delete(proxy_url, headers={"host": "evil.example"}).status_code == 421
+    # A GET without a session is refused by the MCP app itself, not by the router.
+    assert httpx.get(proxy_url, headers={"accept": "text/event-stream"}).status_code == 400
+    # X-Forwarded-* are not trusted: they change nothing about the Host check.
+    spoofed = {"host": "evil.example", "x-forwarded-for": "127.0.0.1", "x-forwarded-host": "127.0.0.1"}
+    assert httpx.post(proxy_url, json={}, headers=spoofed).status_code == 421
+    response = httpx.post(proxy_url, json={}, headers={"mcp-protocol-version": "2026-07-28"})
+    assert "server" not in response.headers  # no software banner
+    assert "date" in response.headers  # RFC 9110 section 6.6.1
+
+
 def test_modern_header_body_mismatch_is_400(proxy_url: str) -> None:
     headers = {
         "accept": "application/json, text/event-stream",
