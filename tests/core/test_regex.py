@@ -207,3 +207,75 @@ def test_prime_answers_a_clean_batch_in_one_pass_and_leaves_a_hit_to_the_texts()
     unvouched.prime(texts)
     assert [t.set_hits for t in texts] == [{}, {}]
     assert unvouched.slice(0).matching(texts[1].match_text, texts[1].set_hits) == [0]
+
+
+def test_earliest_start_is_where_the_first_match_of_any_hit_pattern_starts() -> None:
+    shared = SharedSet([[r"\bcat\b", r"dog"], [r"b[i1]rd"]])
+    data = (b"x " * 600) + b"a dog, a cat and a bird" + (b" y" * 600)
+    memo: dict[object, list[int]] = {}
+    assert shared.earliest_start(data, memo) == 0  # first sight of this combination: no union yet
+    memo = {}
+    assert shared.earliest_start(data, memo) == data.index(b"dog")  # second sight: the union finds it
+    assert shared.earliest_start(b"x" * 2000 + b" cat", {}) == 0  # one pattern hit: its own search suffices
+    assert shared.earliest_start(b"short dog cat", {}) == 0  # below the text size worth a union search
+
+
+def test_unions_are_capped_per_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_regex, "_MAX_UNIONS", 3)
+    words = [f"w{i}x" for i in range(8)]
+    shared = SharedSet([words])
+    padding = b"." * 1100
+    for i in range(7):
+        text = padding + f" {words[i]} {words[i + 1]}".encode()
+        for _ in range(2):
+            shared.earliest_start(text, {})
+    assert len(shared._unions) == 3  # later combinations keep searching from 0
+    late = padding + f" {words[6]} {words[7]}".encode()
+    assert shared.earliest_start(late, {}) == 0
+
+
+def test_searching_from_the_earliest_start_finds_the_same_findings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Findings of the whole pipeline, on long texts glued from the detectors' own examples, with and without
+    the union search: the same rules, spans and order."""
+    from cisora_mesh.events import ContentKind, ContentScan
+    from cisora_mesh.mesh import Mesh
+
+    texts = [t for t in _corpus() if t.isascii()]
+    long_texts = ["\n".join(texts[i : i + 12]) for i in range(0, len(texts), 5)]
+    long_texts = [t for t in long_texts if len(t) >= 1024]
+    assert len(long_texts) > 40
+    mesh = Mesh()
+
+    def findings(text: str) -> list[tuple[str, int | None, int | None]]:
+        decision = mesh.evaluate(ContentScan(kind=ContentKind.TOOL_RESULT, text=text))
+        return [(f.rule_id, f.start, f.end) for f in decision.findings]
+
+    monkeypatch.setattr(_regex, "_UNION_MIN_TEXT", 10**9)
+    expected = [findings(t) for t in long_texts]
+    monkeypatch.setattr(_regex, "_UNION_MIN_TEXT", 1024)
+    for text in long_texts:
+        findings(text)  # first sight of each combination
+    assert [findings(t) for t in long_texts] == expected
+    assert sum(len(f) for f in expected) > 500
+    assert any(u is not None for s in _shared_sets(mesh) for u in s._unions.values())
+
+
+def _shared_sets(mesh: object) -> list[SharedSet]:
+    from cisora_mesh.pipeline.stages.dlp import DlpStage
+
+    stages = mesh.pipeline.stages  # type: ignore[attr-defined]
+    return [stage._prefilter._shared for stage in stages if isinstance(stage, DlpStage)]
+
+
+@pytest.mark.parametrize("fallback", [False, True], ids=["direct", "public-api"])
+def test_span_helpers_start_where_they_are_told(monkeypatch: pytest.MonkeyPatch, fallback: bool) -> None:
+    if fallback:
+        monkeypatch.setattr(_regex, "_UNANCHORED", None)
+    regex = compile_linear(r"\bkey=\w+", as_bytes=True)
+    data = b"key=a xkey=b key=c key=d"
+    for pos in range(len(data) + 1):
+        expected = [(m.start(), m.end(), m.start(), m.end()) for m in regex.finditer(data, pos)]
+        assert list(iter_spans(regex, data, 0, pos)) == expected
+        first = regex.search(data, pos)
+        assert first_span(regex, data, pos) == (None if first is None else first.span())
+    assert first_span(regex, data, 1) == (13, 18)  # `\b` still sees the byte before `pos`: "xkey" is no match

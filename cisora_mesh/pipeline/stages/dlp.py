@@ -88,10 +88,11 @@ class _Compiled:
                 raise ValueError(f"{detector.rule_id}: seek byte must be one character outside its run")
             self.seek = (ord(byte), run.encode("ascii"))
 
-    def spans(self, data: bytes) -> Iterator[tuple[int, int, int, int]]:
+    def spans(self, data: bytes, pos: int) -> Iterator[tuple[int, int, int, int]]:
+        """Match spans in `data` from `pos` on (the caller knows no match starts before it)."""
         if self.seek is None:
-            return iter_spans(self.bregex, data, self.detector.group)
-        return iter_spans_seeking(self.bregex, data, *self.seek, self.detector.group)
+            return iter_spans(self.bregex, data, self.detector.group, pos)
+        return iter_spans_seeking(self.bregex, data, *self.seek, self.detector.group, pos)
 
 
 class DlpStage:
@@ -146,13 +147,14 @@ class DlpStage:
         data = text.encode("ascii") if is_ascii else text.encode("utf-8")
         raw: list[tuple[Detector, Verdict, int, int, float]] = []
         if hits:
+            pos = self._prefilter.earliest_start(data, scan_text.set_hits) if is_ascii else 0
             for index in hits:
                 compiled = self._detectors[index]
                 det = compiled.detector
                 if det.category not in categories or det.rule_id in disabled:
                     continue
                 verdict = action if (leaving or det.category == "secret") else Verdict.ALLOW
-                for start, end, confidence in self._candidates(compiled, data, text if is_ascii else None):
+                for start, end, confidence in self._candidates(compiled, data, pos, text if is_ascii else None):
                     raw.append((det, verdict, start, end, confidence))
         found: list[Finding] = []
         if raw:
@@ -180,13 +182,14 @@ class DlpStage:
         ctx.findings.extend(_drop_shadowed(found))
 
     @staticmethod
-    def _candidates(compiled: _Compiled, data: bytes, text: str | None) -> list[tuple[int, int, float]]:
-        """Validated `(start, end, confidence)` byte spans of one detector. `text` is given when it is ASCII."""
+    def _candidates(compiled: _Compiled, data: bytes, pos: int, text: str | None) -> list[tuple[int, int, float]]:
+        """Validated `(start, end, confidence)` byte spans of one detector (none starts before `pos`). `text` is
+        given when it is ASCII."""
         det = compiled.detector
         left, right = compiled.left, compiled.right
         out: list[tuple[int, int, float]] = []
         length = len(data)
-        for _, _, start, end in compiled.spans(data):
+        for _, _, start, end in compiled.spans(data, pos):
             if start < 0 or end <= start:
                 continue
             if left and start > 0 and data[start - 1] in left:

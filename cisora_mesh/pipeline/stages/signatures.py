@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -82,10 +82,17 @@ class SignatureStage:
 
     # -- matching -----------------------------------------------------------------------------------------------
 
-    def hits(self, text: str, kind: ContentKind, indices: Sequence[int] | None = None) -> list[Hit]:
+    def hits(
+        self,
+        text: str,
+        kind: ContentKind,
+        indices: Sequence[int] | None = None,
+        memo: MutableMapping[object, list[int]] | None = None,
+    ) -> list[Hit]:
         """Every rule hit in `text` for a content of `kind` (spans in `text`).
 
-        `indices`: the rules the set pass found in `text`, when the caller already ran it.
+        `indices`: the rules the set pass found in `text`, when the caller already ran it; `memo`: the text's memo
+        of that pass, which also lets the searches start at the earliest match of any pattern (ASCII text).
         """
         out: list[Hit] = []
         decodes = 0
@@ -94,19 +101,20 @@ class SignatureStage:
         if not indices:
             return out
         subject = match_subject(text)
+        pos = self._prefilter.earliest_start(subject, memo) if memo is not None and isinstance(subject, bytes) else 0
         for index in indices:
             sig = self._signatures[index]
             if not _applies(sig, kind):
                 continue
             regex = self._set.regex(index)
             if not sig.candidate:
-                span = first_span(regex, subject)
+                span = first_span(regex, subject, pos)
                 if span is not None:
                     out.append(Hit(sig, *span))
                 continue
             # A candidate proposes blobs to decode: every blob counts (up to the bound), since a harmless one may
             # come first and hide the encoded instruction behind it.
-            for start, end, _, _ in iter_spans(regex, subject):
+            for start, end, _, _ in iter_spans(regex, subject, 0, pos):
                 if decodes >= MAX_DECODES:
                     break
                 decodes += 1
@@ -143,7 +151,7 @@ class SignatureStage:
         for scan_text in ctx.texts:
             kind = scan_text.kind
             text = scan_text.match_text
-            found = self.hits(text, kind, self._prefilter.matching(text, scan_text.set_hits))
+            found = self.hits(text, kind, self._prefilter.matching(text, scan_text.set_hits), scan_text.set_hits)
             if kind is ContentKind.OUTPUT:
                 found = [h for h in found if h.signature.rule_id in OUTPUT_RULES]
             if not found:
