@@ -218,7 +218,7 @@ class SharedSet:
         self._set: re2.Set | None = None
         self._patterns = [pattern for table in tables for pattern in table]
         self._unions: dict[tuple[int, ...], re2._Regexp | None] = {}  # see `earliest_start`
-        self._seen: dict[tuple[int, ...], int] = {}
+        self._seen: set[tuple[int, ...]] = set()  # combinations seen once, waiting for a second sight
         self._start_key = object()  # this set's entry for `earliest_start` in a text's memo
         start = 0
         for table in tables:
@@ -275,11 +275,10 @@ class SharedSet:
         union = self._unions.get(hits)
         if union is not None or hits in self._unions or len(self._unions) >= _MAX_UNIONS:
             return union
-        seen = self._seen.get(hits, 0)
-        if seen == 0:
+        if hits not in self._seen:
             if len(self._seen) >= _MAX_SEEN:
                 self._seen.clear()
-            self._seen[hits] = 1
+            self._seen.add(hits)
             return None
         try:
             union = re2.compile("|".join(f"(?:{self._patterns[i]})" for i in hits), _options())
