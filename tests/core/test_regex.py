@@ -279,3 +279,12 @@ def test_span_helpers_start_where_they_are_told(monkeypatch: pytest.MonkeyPatch,
         first = regex.search(data, pos)
         assert first_span(regex, data, pos) == (None if first is None else first.span())
     assert first_span(regex, data, 1) == (13, 18)  # `\b` still sees the byte before `pos`: "xkey" is no match
+
+
+def test_no_union_for_a_text_that_many_patterns_hit() -> None:
+    words = [f"w{i}x" for i in range(_regex._MAX_UNION_PATTERNS + 1)]
+    shared = SharedSet([words])
+    text = b"." * 1100 + " ".join(words).encode()
+    for _ in range(3):
+        assert shared.earliest_start(text, {}) == 0
+    assert shared._unions == {}  # compiling it would cost the inline path ~10 ms
