@@ -277,8 +277,6 @@ def _collect_leaves(value: JSONValue, path: str, kind: ContentKind, out: list[Co
             out.append(Content(kind=kind, text=value, location=path))
     elif isinstance(value, dict):
         for key, item in value.items():
-            if isinstance(item, str) and not item:
-                continue
             key = str(key)
             if "~" in key or "/" in key:
                 key = key.replace("~", "~0").replace("/", "~1")

@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 import anyio
-import msgspec
 from anyio.abc import TaskGroup
 from msgspec import UNSET
 
@@ -54,7 +52,6 @@ SERVER_REQUESTS_INSPECTED: Final = frozenset({"sampling/createMessage", "elicita
 # Server requests awaiting the client's reply (whose reply is then inspected). The server is the untrusted side:
 # past this many, its further requests are refused rather than remembered without bound.
 MAX_ASKED: Final = 1024
-_ID_IN_HEAD: Final = re.compile(rb'"id"\s*:\s*(-?\d+|"(?:[^"\\]|\\.)*")')
 _REPLAY_PREFIX: Final = "cisora-proxy-replay-"
 
 
@@ -86,18 +83,6 @@ class PinGuard:
 
 
 Out = tuple[Literal["down", "up"], bytes, RequestId | None]
-
-
-def _id_from_head(head: bytes) -> RequestId | None:
-    match = _ID_IN_HEAD.search(head)
-    if match is None:
-        return None
-    token = match.group(1)
-    try:
-        value = msgspec.json.decode(token)
-    except msgspec.DecodeError:
-        return None
-    return value if isinstance(value, int | str) else None
 
 
 async def _guarded(
@@ -288,7 +273,7 @@ class Session:
     async def _from_client(self, frame: bytes | Oversized) -> None:
         assert self._to_up is not None
         if isinstance(frame, Oversized):
-            rid = _id_from_head(frame.head)
+            rid = jsonrpc.id_in_head(frame.head)
             msg = f"frame of {frame.size} bytes exceeds the proxy's limit"
             await self._to_up.now([("down", jsonrpc.error_frame(rid, jsonrpc.FRAME_TOO_LARGE, msg), None)])
             return
@@ -412,7 +397,7 @@ class Session:
     async def _from_upstream(self, frame: bytes | Oversized) -> None:
         assert self._to_down is not None
         if isinstance(frame, Oversized):
-            rid = _id_from_head(frame.head)
+            rid = jsonrpc.id_in_head(frame.head)
             logger.warning("upstream %r sent a frame of %d bytes (over the limit); dropped", self.server, frame.size)
             if rid is not None and self.pending.pop(rid, None) is not None:
                 msg = f"the server's answer ({frame.size} bytes) exceeds the proxy's frame limit"

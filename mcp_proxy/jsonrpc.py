@@ -8,6 +8,7 @@ the SDK's models costs ~15x more per frame).
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final, TypeAlias
 
 import msgspec
@@ -85,6 +86,21 @@ def decode(frame: bytes) -> Envelope:
         rid = env.id if isinstance(env.id, int | str) else None
         raise FrameError(INVALID_REQUEST, "Invalid Request: no method, result or error", rid)
     return env
+
+
+_ID_IN_HEAD: Final = re.compile(rb'"id"\s*:\s*(-?\d+|"(?:[^"\\]|\\.)*")')
+
+
+def id_in_head(head: bytes) -> RequestId | None:
+    """The request id found in the first bytes of a frame too large to decode (`framing.Oversized.head`)."""
+    match = _ID_IN_HEAD.search(head)
+    if match is None:
+        return None
+    try:
+        value = msgspec.json.decode(match.group(1))
+    except msgspec.DecodeError:
+        return None
+    return value if isinstance(value, int | str) else None
 
 
 def load(raw: Raw) -> Any:

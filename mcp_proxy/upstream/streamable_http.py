@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -55,7 +54,6 @@ _ANSWER_GRACE: Final = 1.0  # seconds an SSE body may stay open after its respon
 _RETRIES: Final = 2  # GET stream reconnections and resumption attempts in a row, as the SDK client does
 _DEFAULT_RETRY_MS: Final = 1000
 _DELETE_TIMEOUT: Final = 2.0
-_ID_IN_HEAD: Final = re.compile(rb'"id"\s*:\s*(-?\d+|"(?:[^"\\]|\\.)*")')  # as forward._id_from_head reads it
 _USER_AGENT: Final = b"cisora-mesh-proxy"
 
 
@@ -123,17 +121,6 @@ def _field_ok(value: str) -> bool:
     # RFC 9110 §5.5: a field value is visible ASCII, spaces and tabs; CR, LF and NUL would split the header
     # section (request smuggling), so a value that is not plain printable ASCII is not sent at all.
     return value.isascii() and value.isprintable()
-
-
-def _id_in_head(head: bytes) -> RequestId | None:
-    match = _ID_IN_HEAD.search(head)
-    if match is None:
-        return None
-    try:
-        value = msgspec.json.decode(match.group(1))
-    except msgspec.DecodeError:
-        return None
-    return value if isinstance(value, int | str) else None
 
 
 def _reply_to(frame: bytes, rid: RequestId) -> bytes | None:
@@ -354,7 +341,7 @@ class HttpUpstream:
         body = await _read_capped(conn, response, self.max_frame)
         if isinstance(body, Oversized):
             await self._deliver(body)
-            if _id_in_head(body.head) != rid:  # the pump cannot tell whose answer it was: tell it here
+            if jsonrpc.id_in_head(body.head) != rid:  # the pump cannot tell whose answer it was: tell it here
                 await self._fail(
                     rid,
                     jsonrpc.FRAME_TOO_LARGE,
@@ -386,7 +373,7 @@ class HttpUpstream:
                     continue
                 if isinstance(data, Oversized):
                     await self._deliver(data)
-                    if _id_in_head(data.head) != rid:
+                    if jsonrpc.id_in_head(data.head) != rid:
                         continue
                     return await _finish(conn)
                 reply = _reply_to(data, rid)

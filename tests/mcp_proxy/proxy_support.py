@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,18 @@ from mcp import StdioServerParameters
 ROOT = Path(__file__).resolve().parents[2]
 ECHO = str(ROOT / "examples" / "mcp_echo_server.py")
 PY = sys.executable
+
+
+def wait_listening(port: int, timeout: float = 20.0) -> None:
+    """Wait until something accepts connections on 127.0.0.1:`port` (a server subprocess finished starting)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listens on port {port} after {timeout} s")
 
 
 def proxy_argv(*options: str, upstream: list[str] | None = None) -> list[str]:

@@ -17,7 +17,6 @@ import socket
 import ssl
 import struct
 import subprocess
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,8 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from proxy_support import ECHO, PY, ROOT
+from inproc import free_port
+from proxy_support import ECHO, PY, ROOT, wait_listening
 
 from mcp_proxy import jsonrpc
 from mcp_proxy.errors import UpstreamError
@@ -834,22 +834,11 @@ async def test_oversized_answers_are_capped(how: str) -> None:
 # --- real servers -----------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def _process(argv: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[str]:
     proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **(env or {})}, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(200):
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                time.sleep(0.1)
+        wait_listening(port)
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
         proc.terminate()
@@ -857,7 +846,7 @@ def _process(argv: list[str], port: int, env: dict[str, str] | None = None) -> I
 
 
 async def test_example_server_both_eras() -> None:
-    port = _free_port()
+    port = free_port()
     with _process([PY, ECHO, "--http", str(port)], port) as url:
         # Handshake era: a session, the version from initialize, progress over SSE.
         legacy = HttpUpstream("echo", url)
@@ -885,7 +874,7 @@ EVERYTHING = Path.home() / ".cache" / "cisora-mesh-tests" / "npm" / "node_module
 @pytest.mark.skipif(not EVERYTHING.exists() or shutil.which("node") is None, reason="server-everything not installed")
 async def test_server_everything_over_http() -> None:
     """Sessions, the GET stream, progress over SSE and DELETE against the reference server (handshake era)."""
-    port = _free_port()
+    port = free_port()
     with _process([str(EVERYTHING), "streamableHttp"], port, {"PORT": str(port)}) as url:
         upstream = HttpUpstream("everything", url)
         async with running(upstream) as sink:

@@ -15,7 +15,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
-from proxy_support import ECHO, PY, ROOT
+from proxy_support import ECHO, PY, ROOT, wait_listening
 
 ISSUER = "https://auth.example"
 META = {
@@ -47,13 +47,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     )
     argv = [PY, "-m", "cisora_mesh", "proxy", "http", "--port", str(port), "--config", str(home / "oauth.toml")]
     proc = subprocess.Popen([*argv, "--", PY, ECHO], cwd=ROOT, env={**os.environ, "CISORA_MESH_HOME": str(home)})
-    for _ in range(200):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-        except OSError:
-            time.sleep(0.1)
     try:
+        wait_listening(port)
         yield {"url": resource, "key": key, "port": port}
     finally:
         proc.terminate()
